@@ -1,0 +1,65 @@
+//! `digits data fetch` and `digits data info`.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use digits::data::{DatasetName, Split, download};
+
+use super::{DataArgs, progress};
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Download a dataset into --data-dir, checking every file against its published digest.
+    Fetch(FetchArgs),
+    /// Say where a dataset is found and how many images each split holds.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+pub fn run(command: DataCommand) -> anyhow::Result<()> {
+    match command {
+        DataCommand::Fetch(args) => fetch(args.data),
+        DataCommand::Info(args) => info(args.data),
+    }
+}
+
+fn fetch(data: DataArgs) -> anyhow::Result<()> {
+    let dataset = data.dataset.unwrap_or(DatasetName::Mnist);
+    if dataset.files().is_none() {
+        println!("{dataset} is built into digits; there is nothing to download.");
+        return Ok(());
+    }
+    let dir = data.data_dir.join(dataset.as_str());
+    download::fetch_dataset(
+        dataset,
+        &dir,
+        &data.fetch_options(),
+        &mut progress::DownloadBars::new(),
+    )
+    .with_context(|| format!("fetching {dataset}"))?;
+    println!("{dataset} is ready in {}", dir.display());
+    Ok(())
+}
+
+fn info(data: DataArgs) -> anyhow::Result<()> {
+    let resolved = data.resolve(DatasetName::Mnist)?;
+    match &resolved.dir {
+        Some(dir) => println!("{}: {}", resolved.dataset, dir.display()),
+        None => println!("{}: built in", resolved.dataset),
+    }
+    for split in [Split::Train, Split::Test] {
+        let set = resolved.load(split)?;
+        println!("  {split}: {} images", set.len());
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Command-line parsing, one file per subcommand.
+
+mod bench;
+mod data;
+mod eval;
+mod progress;
+mod show;
+mod train;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use digits::data::{DataSource, DatasetName, FetchOptions, ResolvedData};
+
+/// Handwritten-digit recognition: the PyTorch MNIST tutorial in Rust, on Burn.
+#[derive(Debug, Parser)]
+#[command(name = "digits", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Download and inspect datasets.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Draw a grid of samples with their labels (the tutorial's 3x3 picture).
+    Show(show::ShowArgs),
+    /// Train a model (the tutorial's MLP and recipe by default).
+    Train(train::TrainArgs),
+    /// Measure a trained model on a test set.
+    Eval(eval::EvalArgs),
+    /// Time the tutorial's training workload.
+    Bench(bench::BenchArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Data(command) => data::run(command),
+        Command::Show(args) => show::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Bench(args) => bench::run(args),
+    }
+}
+
+/// Where data comes from; shared by every command that reads a dataset.
+#[derive(Debug, Clone, Args)]
+struct DataArgs {
+    /// mnist, fashion-mnist or mnist-lite (built in).
+    #[arg(long)]
+    dataset: Option<DatasetName>,
+    /// Folder holding datasets (each in a folder of its name) or directly a dataset's four IDX files.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Never download; use what is on disk (full MNIST falls back to mnist-lite).
+    #[arg(long)]
+    offline: bool,
+    /// Base URL to download from instead of the published mirrors (repeatable, tried in order).
+    #[arg(long = "mirror", value_name = "URL")]
+    mirrors: Vec<String>,
+    /// Seconds to wait for a connection, or for the next byte of a download.
+    #[arg(long, default_value_t = 15)]
+    timeout: u64,
+}
+
+impl DataArgs {
+    fn source(&self, default: DatasetName) -> DataSource {
+        DataSource {
+            dataset: self.dataset.unwrap_or(default),
+            data_dir: self.data_dir.clone(),
+            fetch: (!self.offline).then(|| self.fetch_options()),
+        }
+    }
+
+    fn fetch_options(&self) -> FetchOptions {
+        let timeout = Duration::from_secs(self.timeout.max(1));
+        FetchOptions {
+            mirrors: (!self.mirrors.is_empty()).then(|| self.mirrors.clone()),
+            connect_timeout: timeout,
+            stall_timeout: timeout,
+        }
+    }
+
+    /// Finds the dataset (downloading it if allowed), warning on stderr when it falls back.
+    fn resolve(&self, default: DatasetName) -> anyhow::Result<ResolvedData> {
+        let source = self.source(default);
+        let resolved = source.resolve(&mut progress::DownloadBars::new())?;
+        if let Some(reason) = &resolved.fallback {
+            eprintln!(
+                "warning: full MNIST is not available: {reason}.\n\
+                 warning: using mnist-lite instead: 10,000 real MNIST training digits built into \
+                 digits, and the official 10,000-image test set."
+            );
+        }
+        Ok(resolved)
+    }
+}

@@ -1,0 +1,244 @@
+//! The run folder: the only code that knows its layout.
+//!
+//! ```text
+//! RUN/config.json          what was trained, how, on what, and how far (RunConfig)
+//! RUN/model.safetensors    the weights, in PyTorch's layout and the tutorial's names
+//! RUN/optimizer.bpk        the optimizer's state (Burn's burnpack), for --resume
+//! RUN/metrics.jsonl        one line per epoch (EpochMetrics)
+//! ```
+//!
+//! Every file is written to a temporary file in the same folder, flushed to disk and renamed
+//! over the old one, so a crash mid-save leaves the previous checkpoint whole. The weights are
+//! renamed into place before the config that describes them, so the config never claims more
+//! epochs than the weights beside it have had.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data::DatasetName;
+use crate::files::write_atomically;
+use crate::model::{Model, ModelConfig, Weights, WeightsError, weights};
+use crate::train::{Checkpoint, EpochMetrics, TrainConfig, TrainError, Trainer};
+
+const CONFIG_FILE: &str = "config.json";
+const WEIGHTS_FILE: &str = "model.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Everything needed to rebuild, resume or compare a run, saved as `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    pub digits_version: String,
+    pub model: ModelConfig,
+    pub train: TrainConfig,
+    /// The set it was trained on (after any fallback to `mnist-lite`).
+    pub dataset: DatasetName,
+    pub epochs_done: usize,
+}
+
+/// Every way reading or writing a run folder can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "{path} is not a run folder (no {CONFIG_FILE}); train one with `digits train --out {path}`"
+    )]
+    NotARun { path: String },
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a valid run config")]
+    Config {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path}")]
+    Weights {
+        path: String,
+        #[source]
+        source: WeightsError,
+    },
+}
+
+/// A run folder on disk.
+#[derive(Debug, Clone)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the folder (and its parents) for a new run, checking it can be written to now
+    /// rather than after the first epoch.
+    pub fn create(path: &Path) -> Result<Self, RunError> {
+        let write_error = |source| RunError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        fs::create_dir_all(path).map_err(write_error)?;
+        tempfile::NamedTempFile::new_in(path).map_err(write_error)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// An existing run.
+    pub fn open(path: &Path) -> Result<Self, RunError> {
+        if !path.join(CONFIG_FILE).is_file() {
+            return Err(RunError::NotARun {
+                path: path.display().to_string(),
+            });
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn weights_path(&self) -> PathBuf {
+        self.path.join(WEIGHTS_FILE)
+    }
+
+    pub fn config(&self) -> Result<RunConfig, RunError> {
+        let path = self.path.join(CONFIG_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| RunError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| RunError::Config {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    pub fn weights(&self) -> Result<Weights, RunError> {
+        let path = self.weights_path();
+        weights::read_safetensors(&path, "").map_err(|source| RunError::Weights {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// The trained model, ready for evaluation or prediction on `device`.
+    pub fn load_model(&self, device: &Device) -> Result<(RunConfig, Model), RunError> {
+        let config = self.config()?;
+        let model =
+            Model::from_weights(&config.model, self.weights()?, device).map_err(|source| {
+                RunError::Weights {
+                    path: self.weights_path().display().to_string(),
+                    source,
+                }
+            })?;
+        Ok((config, model))
+    }
+
+    /// The saved optimizer state, if the run has one (imported weights do not).
+    pub fn optimizer_state(&self) -> Result<Option<Vec<u8>>, RunError> {
+        let path = self.path.join(OPTIMIZER_FILE);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(RunError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Every epoch recorded so far, oldest first.
+    pub fn metrics(&self) -> Result<Vec<EpochMetrics>, RunError> {
+        let path = self.path.join(METRICS_FILE);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(RunError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        text.lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                serde_json::from_str(line).map_err(|source| RunError::Config {
+                    path: path.display().to_string(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Saves a whole checkpoint: optimizer state, weights, metrics so far, then the config.
+    pub fn save(
+        &self,
+        config: &RunConfig,
+        weights: &Weights,
+        optimizer_state: Option<&[u8]>,
+        metrics: &[EpochMetrics],
+    ) -> Result<(), RunError> {
+        if let Some(state) = optimizer_state {
+            self.write(OPTIMIZER_FILE, state)?;
+        }
+        let bytes = weights::to_safetensors_bytes(weights).map_err(|source| RunError::Weights {
+            path: self.weights_path().display().to_string(),
+            source,
+        })?;
+        self.write(WEIGHTS_FILE, &bytes)?;
+        let mut lines = String::new();
+        for epoch in metrics {
+            lines.push_str(&serde_json::to_string(epoch).expect("metrics serialise"));
+            lines.push('\n');
+        }
+        self.write(METRICS_FILE, lines.as_bytes())?;
+        let json = serde_json::to_string_pretty(config).expect("run configs serialise");
+        self.write(CONFIG_FILE, json.as_bytes())
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RunError> {
+        let path = self.path.join(name);
+        write_atomically(&path, bytes).map_err(|source| RunError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// Saves a run after every epoch of [`crate::train::fit`].
+pub struct RunCheckpoint {
+    pub dir: RunDir,
+    pub dataset: DatasetName,
+    /// Epochs recorded before this session (from a resumed run), then each new one.
+    pub history: Vec<EpochMetrics>,
+}
+
+impl Checkpoint for RunCheckpoint {
+    fn save(&mut self, trainer: &Trainer, metrics: &EpochMetrics) -> Result<(), TrainError> {
+        self.history.push(metrics.clone());
+        let config = RunConfig {
+            digits_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: trainer.model_config().clone(),
+            train: trainer.config().clone(),
+            dataset: self.dataset,
+            epochs_done: trainer.epochs_done(),
+        };
+        let state = trainer.optimizer_state()?;
+        self.dir
+            .save(&config, &trainer.weights(), Some(&state), &self.history)
+            .map_err(|err| TrainError::Checkpoint(Box::new(err)))
+    }
+}

@@ -1,0 +1,340 @@
+//! The `digits` command end to end, bad input included: every failure is a clear message and
+//! a non-zero exit, never a panic.
+
+mod common;
+
+use common::{assert_clean_failure, digits, stderr, stdout};
+
+#[test]
+fn train_prints_the_tutorial_lines_saves_a_run_and_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            "train",
+            "--dataset",
+            "mnist-lite",
+            "--epochs",
+            "1",
+            "--limit",
+            "3200",
+            "--out",
+            "run",
+        ],
+    );
+    let out = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    for line in [
+        "Using cpu device",
+        "Shape of X [N, C, H, W]: [32, 1, 28, 28]",
+        "Shape of y: [32] int64",
+        "Epoch 1\n-------------------------------",
+        "loss: ",
+        "[   32/ 3200]",
+        "Test Error: \n Accuracy: ",
+        "Done! Saved to run",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // 3200 images are 100 batches: losses are printed at batches 0 and 100 (the tutorial's
+    // `batch % 100 == 0`), so exactly once here.
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("loss: ")).count(),
+        1,
+        "{out}"
+    );
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "optimizer.bpk",
+        "metrics.jsonl",
+    ] {
+        assert!(dir.path().join("run").join(file).is_file(), "{file}");
+    }
+
+    let resumed = digits(
+        dir.path(),
+        &[
+            "train", "--resume", "run", "--epochs", "1", "--limit", "3200",
+        ],
+    );
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(
+        stdout(&resumed).contains("Resuming after epoch 1\nEpoch 2"),
+        "{}",
+        stdout(&resumed)
+    );
+    let config = std::fs::read_to_string(dir.path().join("run/config.json")).unwrap();
+    assert!(config.contains("\"epochs_done\": 2"), "{config}");
+
+    let eval = digits(dir.path(), &["eval", "--model", "run"]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    let text = stdout(&eval);
+    assert!(text.contains("after 2 epochs on mnist-lite"), "{text}");
+    assert!(
+        text.contains("Accuracy: ") && text.contains("class"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.ends_with('%') && l.len() > 30)
+            .count(),
+        10,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_new_run_never_overwrites_an_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "train",
+        "--dataset",
+        "mnist-lite",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+    ];
+    for expected in ["runs/tutorial", "runs/tutorial-2"] {
+        let output = digits(dir.path(), &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(
+            stdout(&output).contains(&format!("Saved to {expected}")),
+            "{}",
+            stdout(&output)
+        );
+    }
+    let explicit = digits(
+        dir.path(),
+        &[&args[..], &["--out", "runs/tutorial"]].concat(),
+    );
+    assert_clean_failure(&explicit, "already holds a run");
+}
+
+#[test]
+fn without_full_mnist_training_falls_back_to_the_built_in_digits_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            "train",
+            "--offline",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--out",
+            "r",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("using mnist-lite instead"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("Dataset: mnist-lite"));
+}
+
+#[test]
+fn show_writes_the_grid_and_previews_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(dir.path(), &["show", "--dataset", "mnist-lite"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(
+        text.starts_with("#9991 "),
+        "the last nine of a 10,000-image set: {text}"
+    );
+    assert!(text.contains("Saved 9 samples to samples.png"));
+    let image = image::open(dir.path().join("samples.png")).unwrap();
+    assert_eq!((image.width(), image.height()), (552, 636));
+
+    let past_end = digits(
+        dir.path(),
+        &["show", "--dataset", "mnist-lite", "--start", "20000"],
+    );
+    assert_clean_failure(&past_end, "past the end");
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (
+            &["train", "--epochs", "0"][..],
+            "--epochs must be at least 1",
+        ),
+        (
+            &["train", "--optimizer", "adamw"],
+            "unknown optimizer 'adamw'",
+        ),
+        (
+            &["train", "--activation", "tanh"],
+            "unknown activation 'tanh'",
+        ),
+        (&["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
+        (
+            &["train", "--dataset", "mnist-lite", "--lr=-1"],
+            "--lr must be a positive number",
+        ),
+        (&["train", "--hidden", "128,0"], "0 is not in 1..=65536"),
+        (&["train", "--device", "tpu"], "unknown device 'tpu'"),
+        (&["train", "--batch-size", "many"], "invalid value 'many'"),
+        (
+            &["show", "--split", "validation"],
+            "unknown split 'validation'",
+        ),
+        (&["eval"], "--model <RUN>"),
+        (&["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let output = digits(dir.path(), args);
+        assert_clean_failure(&output, needle);
+    }
+}
+
+#[test]
+fn missing_and_corrupt_data_files_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = digits(
+        dir.path(),
+        &["train", "--dataset", "fashion-mnist", "--offline"],
+    );
+    assert_clean_failure(&missing, "fashion-mnist is not in ./data/fashion-mnist");
+    assert!(stderr(&missing).contains("digits data fetch --dataset fashion-mnist"));
+
+    let corrupt = dir.path().join("corrupt");
+    std::fs::create_dir(&corrupt).unwrap();
+    for name in [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ] {
+        std::fs::write(
+            corrupt.join(name),
+            b"\x00\x00\x08\x03 not really an idx file",
+        )
+        .unwrap();
+    }
+    let output = digits(dir.path(), &["train", "--data-dir", "corrupt", "--offline"]);
+    assert_clean_failure(
+        &output,
+        "corrupt/train-images-idx3-ubyte: the header claims 544108404 items",
+    );
+
+    let wrong_magic = digits(
+        dir.path(),
+        &["show", "--data-dir", "corrupt", "--split", "test"],
+    );
+    assert_clean_failure(&wrong_magic, "corrupt/t10k-images-idx3-ubyte");
+}
+
+#[test]
+fn unwritable_outputs_and_non_runs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-file"), b"").unwrap();
+    let train = digits(
+        dir.path(),
+        &["train", "--dataset", "mnist-lite", "--out", "a-file/run"],
+    );
+    assert_clean_failure(&train, "cannot write a-file/run");
+    let show = digits(
+        dir.path(),
+        &[
+            "show",
+            "--dataset",
+            "mnist-lite",
+            "--out",
+            "a-file/samples.png",
+        ],
+    );
+    assert_clean_failure(&show, "cannot write a-file/samples.png");
+    let eval = digits(dir.path(), &["eval", "--model", "."]);
+    assert_clean_failure(&eval, "is not a run folder");
+    let resume = digits(dir.path(), &["train", "--resume", "nowhere"]);
+    assert_clean_failure(&resume, "nowhere is not a run folder");
+
+    std::fs::create_dir(dir.path().join("broken")).unwrap();
+    std::fs::write(
+        dir.path().join("broken/config.json"),
+        b"{\"not\": \"a config\"}",
+    )
+    .unwrap();
+    assert_clean_failure(
+        &digits(dir.path(), &["eval", "--model", "broken"]),
+        "not a valid run config",
+    );
+}
+
+#[test]
+fn a_weights_file_that_does_not_fit_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            "train",
+            "--dataset",
+            "mnist-lite",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--out",
+            "run",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config = std::fs::read_to_string(dir.path().join("run/config.json")).unwrap();
+    std::fs::write(
+        dir.path().join("run/config.json"),
+        config.replace("400", "300"),
+    )
+    .unwrap();
+    assert_clean_failure(
+        &digits(dir.path(), &["eval", "--model", "run"]),
+        "tensor 'hidden2.weight' has shape [400, 128], but the architecture needs [300, 128]",
+    );
+    std::fs::write(dir.path().join("run/model.safetensors"), b"garbage").unwrap();
+    assert_clean_failure(
+        &digits(dir.path(), &["eval", "--model", "run"]),
+        "is not a safetensors file",
+    );
+}
+
+#[test]
+fn fashion_mnist_is_read_from_the_folder_debian_installs() {
+    let Some(fashion) = common::fashion_mnist_dir() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            "data",
+            "info",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            fashion.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("train: 60000 images\n  test: 10000 images"),
+        "{}",
+        stdout(&output)
+    );
+    let show = digits(
+        dir.path(),
+        &[
+            "show",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            fashion.to_str().unwrap(),
+        ],
+    );
+    assert!(stdout(&show).starts_with("#59000 "), "{}", stdout(&show));
+}

@@ -1,0 +1,52 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod server;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the `digits` binary in `dir` with `args`.
+pub fn digits(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_digits"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the digits binary runs")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a command failed cleanly: a non-zero exit, an `error:` line containing `needle`,
+/// and no panic.
+pub fn assert_clean_failure(output: &Output, needle: &str) {
+    let err = stderr(output);
+    assert!(
+        !output.status.success(),
+        "expected failure, got success:\n{err}"
+    );
+    assert!(!err.contains("panicked"), "panicked:\n{err}");
+    assert!(err.contains(needle), "expected '{needle}' in:\n{err}");
+}
+
+/// Fashion-MNIST as Debian's `dataset-fashion-mnist` installs it (`.ci/run` installs it).
+/// `None` only outside CI, where a test may then skip; in CI its absence is a failure.
+pub fn fashion_mnist_dir() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from("/usr/share/datasets/fashion-mnist");
+    if dir.join("train-images-idx3-ubyte.gz").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must install dataset-fashion-mnist (see .ci/run)"
+    );
+    eprintln!("skipping: apt-get install -y dataset-fashion-mnist to run this test");
+    None
+}
