@@ -11,6 +11,7 @@ use digits::data::download::Silent;
 use digits::data::{DataSource, DatasetName, FetchOptions, Split};
 use digits::device::DeviceChoice;
 use digits::eval;
+use digits::files::save_png;
 use digits::model::{Activation, MlpConfig, ModelConfig};
 use digits::show;
 use digits::train::{BatchProgress, OptimizerKind, TrainConfig, TrainObserver, Trainer};
@@ -50,10 +51,8 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     // 3. Show training samples 59000..59008 (the last nine of a smaller set) with their labels.
     let range = show::sample_range(training_data.len(), None, 9);
-    show::save_png(
-        &show::grid(&show::samples(&training_data, range), 3),
-        "samples.png".as_ref(),
-    )?;
+    let grid = show::grid(&show::samples(&training_data, range), 3);
+    save_png(&grid.into(), "samples.png".as_ref())?;
 
     // 4. Data loaders: batches of 32, in the dataset's order.
     let batch_size = 32;

@@ -1,7 +1,9 @@
 //! Writing files so that a crash never leaves a half-written one behind.
 
-use std::io::{self, Write};
+use std::io::{self, Cursor, Write};
 use std::path::Path;
+
+use image::DynamicImage;
 
 /// Writes `bytes` to `path` through a temporary file in the same folder, flushed to disk and
 /// renamed over the destination: readers see the old file or the whole new one, never a part.
@@ -25,6 +27,32 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temp.as_file().sync_all()?;
     temp.persist(path).map_err(|err| err.error)?;
     Ok(())
+}
+
+/// Writing a file failed; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}")]
+pub struct WriteError {
+    pub path: String,
+    #[source]
+    pub source: io::Error,
+}
+
+/// Encodes an image as PNG in memory.
+pub fn encode_png(image: &DynamicImage) -> Vec<u8> {
+    let mut png = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("encoding an 8-bit image as PNG in memory cannot fail");
+    png
+}
+
+/// Saves an image as PNG, atomically.
+pub fn save_png(image: &DynamicImage, path: &Path) -> Result<(), WriteError> {
+    write_atomically(path, &encode_png(image)).map_err(|source| WriteError {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

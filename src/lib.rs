@@ -29,6 +29,7 @@ pub mod device;
 pub mod eval;
 pub mod files;
 pub mod model;
+pub mod report;
 pub mod run;
 pub mod show;
 pub mod train;

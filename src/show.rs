@@ -1,15 +1,12 @@
 //! The tutorial's picture of samples: a grid of digits, each titled with its label, as a PNG
 //! and as a preview for the terminal.
 
-use std::io::Cursor;
 use std::ops::Range;
-use std::path::Path;
 
 use font8x8::UnicodeFonts;
 use image::{GrayImage, Luma};
 
 use crate::data::{Dataset, IMAGE_SIDE};
-use crate::files::write_atomically;
 
 /// Each digit is drawn this many pixels per MNIST pixel.
 const SCALE: u32 = 6;
@@ -20,27 +17,6 @@ const TITLE_HEIGHT: u32 = 8 * TEXT_SCALE + 12;
 const GAP: u32 = 12;
 const BACKGROUND: u8 = 255;
 const INK: u8 = 0;
-
-/// Writing a picture failed.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}")]
-pub struct SaveError {
-    pub path: String,
-    #[source]
-    pub source: std::io::Error,
-}
-
-/// Saves `image` as a PNG, atomically.
-pub fn save_png(image: &GrayImage, path: &Path) -> Result<(), SaveError> {
-    let mut png = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-        .expect("encoding a grey image as PNG in memory cannot fail");
-    write_atomically(path, &png).map_err(|source| SaveError {
-        path: path.display().to_string(),
-        source,
-    })
-}
 
 /// One picture in the grid.
 #[derive(Debug, Clone)]

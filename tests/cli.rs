@@ -72,16 +72,20 @@ fn train_prints_the_tutorial_lines_saves_a_run_and_resumes_it() {
     let text = stdout(&eval);
     assert!(text.contains("after 2 epochs on mnist-lite"), "{text}");
     assert!(
-        text.contains("Accuracy: ") && text.contains("class"),
+        text.contains("Accuracy: ") && text.contains("precision"),
         "{text}"
     );
-    assert_eq!(
-        text.lines()
-            .filter(|l| l.ends_with('%') && l.len() > 30)
-            .count(),
-        10,
-        "{text}"
-    );
+    assert!(text.contains("confusion matrix (rows: true class, columns: predicted class)"));
+    let matrix_rows = text
+        .lines()
+        .skip_while(|l| !l.starts_with("confusion"))
+        .skip(2)
+        .take(10);
+    let total: usize = matrix_rows
+        .flat_map(|row| row.split_whitespace().skip(1))
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(total, 10_000, "every test image is counted once:\n{text}");
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Training on real digits: the tutorial's claims, checked with accuracy thresholds.
 
+mod common;
+
 use burn::tensor::Device;
 use digits::data::{Dataset, Split};
 use digits::eval;
 use digits::model::{Model, ModelConfig};
-use digits::run::{RunCheckpoint, RunDir};
-use digits::train::{self, Quiet, TrainConfig, Trainer};
+use digits::run::RunDir;
+use digits::train::{Quiet, TrainConfig, Trainer};
 
 fn tutorial_trainer(epochs: usize) -> Trainer {
     let model = ModelConfig::default();
@@ -27,21 +29,8 @@ fn three_epochs_of_the_tutorial_recipe_on_real_digits_exceed_90_percent() {
     // PyTorch: 91.78% after 3 epochs with the same recipe and data (tests/fixtures/reference).
     let train_set = Dataset::lite(Split::Train);
     let test_set = Dataset::lite(Split::Test);
-    let mut trainer = tutorial_trainer(3);
     let dir = tempfile::tempdir().unwrap();
-    let mut checkpoint = RunCheckpoint {
-        dir: RunDir::create(dir.path()).unwrap(),
-        dataset: train_set.name,
-        history: Vec::new(),
-    };
-    let history = train::fit(
-        &mut trainer,
-        &train_set,
-        &test_set,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap();
+    let (trainer, history) = common::train_saved_run(dir.path(), &train_set, &test_set, 3);
     assert_eq!(history.len(), 3);
     let last = history.last().unwrap();
     assert!(
@@ -79,20 +68,7 @@ fn resuming_a_saved_run_continues_exactly_where_it_stopped() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let mut first = tutorial_trainer(1);
-    let mut checkpoint = RunCheckpoint {
-        dir: RunDir::create(dir.path()).unwrap(),
-        dataset: train_set.name,
-        history: Vec::new(),
-    };
-    train::fit(
-        &mut first,
-        &train_set,
-        &test_set,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap();
+    common::train_saved_run(dir.path(), &train_set, &test_set, 1);
 
     let run = RunDir::open(dir.path()).unwrap();
     let saved = run.config().unwrap();

@@ -43,13 +43,29 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         100.0 * evaluation.accuracy(),
         evaluation.avg_loss
     );
-    println!("\nclass          images  correct  accuracy");
-    for (class, (images, correct)) in evaluation.per_class().iter().enumerate() {
+    let names = test.class_names();
+    println!(
+        "\n{:<14} {:>7} {:>9} {:>7} {:>7}",
+        "class", "images", "precision", "recall", "F1"
+    );
+    for (class, m) in evaluation.per_class().iter().enumerate() {
         println!(
-            "{:<14} {images:>6}  {correct:>7}  {:>7.2}%",
-            test.class_names()[class],
-            100.0 * *correct as f64 / (*images).max(1) as f64
+            "{:<14} {:>7} {:>8.2}% {:>6.2}% {:>7.4}",
+            names[class],
+            m.support,
+            100.0 * m.precision,
+            100.0 * m.recall,
+            m.f1
         );
+    }
+    println!("\nconfusion matrix (rows: true class, columns: predicted class)");
+    print!("{:>6}", "");
+    (0..names.len()).for_each(|c| print!("{c:>6}"));
+    println!();
+    for (truth, row) in evaluation.confusion.iter().enumerate() {
+        print!("{truth:>6}");
+        row.iter().for_each(|n| print!("{n:>6}"));
+        println!();
     }
     Ok(())
 }

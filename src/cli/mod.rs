@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod eval;
 mod progress;
+mod report;
 mod show;
 mod train;
 
@@ -32,6 +33,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Measure a trained model on a test set.
     Eval(eval::EvalArgs),
+    /// Charts and an HTML page of what a run did.
+    Report(report::ReportArgs),
+    /// Overlay the curves of several runs, or train variants and compare them.
+    Compare(report::CompareArgs),
     /// Time the tutorial's training workload.
     Bench(bench::BenchArgs),
 }
@@ -42,6 +47,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => show::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Report(args) => report::report(args),
+        Command::Compare(args) => report::compare(args),
         Command::Bench(args) => bench::run(args),
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use digits::data::{DatasetName, Split};
+use digits::files::save_png;
 use digits::show;
 
 use super::DataArgs;
@@ -47,7 +48,7 @@ pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     );
     let samples = show::samples(&data, range);
     print!("{}", show::preview(&samples, 3));
-    show::save_png(&show::grid(&samples, 3), &args.out)?;
+    save_png(&show::grid(&samples, 3).into(), &args.out)?;
     println!("Saved {} samples to {}", samples.len(), args.out.display());
     Ok(())
 }

@@ -15,6 +15,20 @@ use super::{DataArgs, progress::TrainPrinter};
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     #[command(flatten)]
+    pub settings: TrainSettings,
+    /// Run folder to save into [default: runs/tutorial, or the next free runs/tutorial-N;
+    /// with --resume: the resumed run].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep training a saved run from where it stopped.
+    #[arg(long, value_name = "RUN")]
+    resume: Option<PathBuf>,
+}
+
+/// What to train on and how: every training flag but where the run goes.
+#[derive(Debug, Clone, Args)]
+pub struct TrainSettings {
+    #[command(flatten)]
     data: DataArgs,
     /// Epochs to train (with --resume: further epochs) [default: 10].
     #[arg(long)]
@@ -46,20 +60,51 @@ pub struct TrainArgs {
     /// Train on only the first N training images (for quick experiments).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
-    /// Run folder to save into [default: runs/tutorial, or the next free runs/tutorial-N;
-    /// with --resume: the resumed run].
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Keep training a saved run from where it stopped.
-    #[arg(long, value_name = "RUN")]
-    resume: Option<PathBuf>,
+}
+
+impl TrainSettings {
+    /// Sets one setting by its flag's name, as `digits compare --vary` names them.
+    pub fn set(&mut self, key: &str, value: &str) -> anyhow::Result<()> {
+        let invalid = |err: &dyn std::fmt::Display| anyhow::anyhow!("--vary {key}={value}: {err}");
+        match key {
+            "activation" => self.activation = Some(value.parse().map_err(|e| invalid(&e))?),
+            "optimizer" => self.optimizer = Some(value.parse().map_err(|e| invalid(&e))?),
+            "lr" => self.lr = Some(value.parse().map_err(|e| invalid(&e))?),
+            "batch-size" => self.batch_size = Some(value.parse().map_err(|e| invalid(&e))?),
+            "seed" => self.seed = Some(value.parse().map_err(|e| invalid(&e))?),
+            "hidden" => {
+                let widths = value
+                    .split('+')
+                    .map(str::parse)
+                    .collect::<Result<Vec<u32>, _>>()
+                    .map_err(|e| invalid(&e))?;
+                self.hidden = Some(widths);
+            }
+            other => bail!(
+                "--vary cannot vary '{other}': choose activation, optimizer, lr, batch-size, seed or hidden"
+            ),
+        }
+        Ok(())
+    }
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let out = train(&args.settings, args.resume.as_deref(), args.out)?;
+    println!("Done! Saved to {}", out.display());
+    Ok(())
+}
+
+/// Trains as the settings say, into `out` (or the resumed run, or the next free
+/// `runs/tutorial-N`); returns the run folder.
+pub fn train(
+    args: &TrainSettings,
+    resume: Option<&Path>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
     if args.epochs == Some(0) {
         bail!("--epochs must be at least 1");
     }
-    let resumed = match &args.resume {
+    let resumed = match resume {
         Some(path) => {
             let run = RunDir::open(path)?;
             Some((run.config()?, run))
@@ -90,7 +135,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some((saved, run)) => {
             let mut config = saved.train.clone();
             config.epochs = saved.epochs_done + args.epochs.unwrap_or(saved.train.epochs);
-            let out = args.out.clone().unwrap_or_else(|| run.path().to_path_buf());
+            let out = out.unwrap_or_else(|| run.path().to_path_buf());
             let resume_state = Some((run.optimizer_state()?, saved.epochs_done));
             (
                 saved.model,
@@ -114,12 +159,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 epochs: args.epochs.unwrap_or(TrainConfig::default().epochs),
                 ..TrainConfig::default()
             };
-            let out = match &args.out {
+            let out = match out {
                 Some(out) if out.join("config.json").exists() => bail!(
                     "{} already holds a run; continue it with --resume {0}, or choose another --out",
                     out.display()
                 ),
-                Some(out) => out.clone(),
+                Some(out) => out,
                 None => next_free_run_dir(Path::new("runs"), "tutorial"),
             };
             let weights = model_config.initial_weights(args.seed.unwrap_or(config.seed));
@@ -177,13 +222,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &mut TrainPrinter::new(),
         &mut checkpoint,
     )?;
-    println!("Done! Saved to {}", out.display());
-    Ok(())
+    Ok(out)
 }
 
 /// `runs/tutorial`, or `runs/tutorial-2`, ... : the first that does not hold a run yet, so a
 /// new run never overwrites an old one.
-fn next_free_run_dir(parent: &Path, stem: &str) -> PathBuf {
+pub fn next_free_run_dir(parent: &Path, stem: &str) -> PathBuf {
     (1..)
         .map(|n| match n {
             1 => parent.join(stem),

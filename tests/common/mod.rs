@@ -50,3 +50,44 @@ pub fn fashion_mnist_dir() -> Option<std::path::PathBuf> {
     eprintln!("skipping: apt-get install -y dataset-fashion-mnist to run this test");
     None
 }
+
+/// Trains the tutorial's recipe for `epochs` epochs, saving a run folder at `dir` after each;
+/// returns the trainer and the recorded epochs.
+pub fn train_saved_run(
+    dir: &Path,
+    train_set: &digits::data::Dataset,
+    test_set: &digits::data::Dataset,
+    epochs: usize,
+) -> (digits::train::Trainer, Vec<digits::train::EpochMetrics>) {
+    use digits::model::ModelConfig;
+    use digits::run::{RunCheckpoint, RunDir};
+    use digits::train::{Quiet, TrainConfig, Trainer, fit};
+
+    let model = ModelConfig::default();
+    let config = TrainConfig {
+        epochs,
+        ..TrainConfig::default()
+    };
+    let device = burn::tensor::Device::flex();
+    let mut trainer = Trainer::new(
+        model.clone(),
+        model.initial_weights(config.seed),
+        config,
+        &device,
+    )
+    .unwrap();
+    let mut checkpoint = RunCheckpoint {
+        dir: RunDir::create(dir).unwrap(),
+        dataset: train_set.name,
+        history: Vec::new(),
+    };
+    let history = fit(
+        &mut trainer,
+        train_set,
+        test_set,
+        &mut Quiet,
+        &mut checkpoint,
+    )
+    .unwrap();
+    (trainer, history)
+}

@@ -1,0 +1,139 @@
+//! `digits report` and `digits compare`: pictures of what runs did.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use digits::data::Split;
+use digits::device::DeviceChoice;
+use digits::eval;
+use digits::files::save_png;
+use digits::report::{self, LabelledHistory, ReportInputs, charts};
+use digits::run::RunDir;
+
+use super::DataArgs;
+use super::train::{TrainSettings, next_free_run_dir, train};
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run folder to report on.
+    run: PathBuf,
+    /// Folder for the charts and report.html [default: RUN/report].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// auto (the best available) or cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+pub fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let (config, model) = run.load_model(&args.device.select().device)?;
+    let history = run.metrics()?;
+    let test = args.data.resolve(config.dataset)?.load(Split::Test)?;
+    let evaluation = eval::evaluate(&model, &test, config.train.batch_size);
+    let out = args.out.unwrap_or_else(|| args.run.join("report"));
+    let name = run_name(&args.run);
+    let inputs = ReportInputs {
+        name: &name,
+        config: &config,
+        history: &history,
+        evaluation: &evaluation,
+        test: &test,
+    };
+    for path in report::write_report(&inputs, &out)? {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Run folders to compare.
+    runs: Vec<PathBuf>,
+    /// Train one run per value first, e.g. `activation=relu,sigmoid` or `optimizer=adam,sgd`
+    /// (also lr, batch-size, seed, hidden as 128+400), all else as the training flags say.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    vary: Option<String>,
+    #[command(flatten)]
+    settings: TrainSettings,
+    /// Where to write the chart.
+    #[arg(long, default_value = "compare.png")]
+    out: PathBuf,
+}
+
+pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    let mut runs = args.runs.clone();
+    if let Some(vary) = &args.vary {
+        runs.extend(train_variants(vary, &args.settings)?);
+    }
+    if runs.len() < 2 {
+        bail!("give at least two runs to compare, or --vary KEY=V1,V2");
+    }
+    let mut configs = Vec::new();
+    let mut histories = Vec::new();
+    for path in &runs {
+        let run = RunDir::open(path)?;
+        configs.push(run.config()?);
+        let history = run.metrics()?;
+        if history.is_empty() {
+            bail!("{} has no recorded epochs", path.display());
+        }
+        histories.push(history);
+    }
+    let names: Vec<String> = runs.iter().map(|p| run_name(p)).collect();
+    let labels = report::difference_labels(&configs, &names);
+    println!(
+        "{:<40} {:>8} {:>12} {:>10}",
+        "run", "epochs", "test loss", "accuracy"
+    );
+    for (label, history) in labels.iter().zip(&histories) {
+        let last = history.last().expect("checked non-empty");
+        println!(
+            "{label:<40} {:>8} {:>12.6} {:>9.2}%",
+            last.epoch,
+            last.test_loss,
+            100.0 * last.test_accuracy
+        );
+    }
+    let series: Vec<LabelledHistory> = labels
+        .into_iter()
+        .zip(histories)
+        .map(|(label, history)| LabelledHistory { label, history })
+        .collect();
+    save_png(&charts::comparison_chart(&series)?.into(), &args.out)?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+/// Trains one run per value of `KEY=V1,V2,...` under the next free `runs/compare-KEY[-N]`.
+fn train_variants(vary: &str, settings: &TrainSettings) -> anyhow::Result<Vec<PathBuf>> {
+    let (key, values) = vary
+        .split_once('=')
+        .context("--vary takes KEY=V1,V2,..., e.g. activation=relu,sigmoid")?;
+    let values: Vec<&str> = values.split(',').filter(|v| !v.is_empty()).collect();
+    if values.len() < 2 {
+        bail!("--vary {key} needs at least two values");
+    }
+    let parent = next_free_run_dir(Path::new("runs"), &format!("compare-{key}"));
+    let mut variants = Vec::new();
+    // Refuse a bad value before spending minutes training the good ones.
+    for value in &values {
+        settings.clone().set(key, value)?;
+    }
+    for value in values {
+        let mut variant = settings.clone();
+        variant.set(key, value)?;
+        println!("\n== {key}={value} ==");
+        variants.push(train(&variant, None, Some(parent.join(value)))?);
+    }
+    Ok(variants)
+}
+
+fn run_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
