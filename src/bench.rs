@@ -58,3 +58,44 @@ pub fn tutorial_epoch(images: usize, warmup: usize, device: &Device) -> EpochTim
         elapsed: started.elapsed(),
     }
 }
+
+/// A 2000x2000 colour "photo" of a test digit: dark ink on unevenly lit paper.
+pub fn photo(side: u32) -> image::DynamicImage {
+    let digit = Dataset::lite(Split::Test);
+    let small =
+        image::GrayImage::from_raw(28, 28, digit.image(0).to_vec()).expect("test images are 28x28");
+    let ink = image::imageops::resize(
+        &small,
+        side / 2,
+        side / 2,
+        image::imageops::FilterType::Triangle,
+    );
+    let offset = side / 4;
+    image::RgbImage::from_fn(side, side, |x, y| {
+        let light = 0.95 - 0.4 * (x as f32 / side as f32) * (y as f32 / side as f32);
+        let inside =
+            (offset..offset + side / 2).contains(&x) && (offset..offset + side / 2).contains(&y);
+        let a = if inside {
+            f32::from(ink.get_pixel(x - offset, y - offset)[0]) / 255.0
+        } else {
+            0.0
+        };
+        let v = ((light * (1.0 - a) + 0.1 * a) * 255.0) as u8;
+        image::Rgb([v, v, v.saturating_sub(10)])
+    })
+    .into()
+}
+
+/// The median of `runs` timings of `work`, after one untimed run.
+pub fn median_time(runs: usize, mut work: impl FnMut()) -> Duration {
+    work();
+    let mut times: Vec<Duration> = (0..runs.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            work();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}

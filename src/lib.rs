@@ -20,8 +20,9 @@
 //! ```
 //!
 //! Data flows one way: `data` (IDX files, downloads, batches) -> `model` -> `train` -> `run`
-//! (the folder a run is saved in) and `eval`; `show` draws samples. Nothing here prints: progress
-//! reaches the caller through observer traits.
+//! (the folder a run is saved in) and `eval`, whose results `report` draws; `show` draws
+//! samples. A person's image goes through `prepare` (to the 28x28 digit MNIST models expect)
+//! and `predict`. Nothing here prints: progress reaches the caller through observer traits.
 
 pub mod bench;
 pub mod data;
@@ -29,6 +30,8 @@ pub mod device;
 pub mod eval;
 pub mod files;
 pub mod model;
+pub mod predict;
+pub mod prepare;
 pub mod report;
 pub mod run;
 pub mod show;

@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod eval;
+mod predict;
 mod progress;
 mod report;
 mod show;
@@ -33,6 +34,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Measure a trained model on a test set.
     Eval(eval::EvalArgs),
+    /// Read the digit (or number) in images: photos, scans, drawings.
+    Predict(predict::PredictArgs),
     /// Charts and an HTML page of what a run did.
     Report(report::ReportArgs),
     /// Overlay the curves of several runs, or train variants and compare them.
@@ -41,8 +44,10 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; `Ok(false)` means it finished but some inputs failed (exit code 1).
+pub fn run(cli: Cli) -> anyhow::Result<bool> {
     match cli.command {
+        Command::Predict(args) => return predict::run(args),
         Command::Data(command) => data::run(command),
         Command::Show(args) => show::run(args),
         Command::Train(args) => train::run(args),
@@ -50,7 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::report(args),
         Command::Compare(args) => report::compare(args),
         Command::Bench(args) => bench::run(args),
-    }
+    }?;
+    Ok(true)
 }
 
 /// Where data comes from; shared by every command that reads a dataset.

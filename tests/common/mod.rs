@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod server;
+pub mod synth;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,374 @@
+//! Reading people's images: MNIST test digits dressed as scans, photos and drawings, and digits
+//! drawn as pen strokes, read through the same preparation `digits predict` uses.
+
+mod common;
+
+use burn::tensor::Device;
+use common::synth;
+use digits::data::{Dataset, Split};
+use digits::predict::Predictor;
+use digits::prepare::{self, PrepareError, Prepared};
+
+/// Test digits per variant: enough to tell a working preparation from a broken one in a few
+/// seconds; `photo_test_set_accuracy` (ignored by default) measures the full figure.
+const DIGITS_PER_VARIANT: usize = 40;
+
+fn read(predictor: &Predictor, bytes: &[u8]) -> Result<u8, PrepareError> {
+    let prepared = prepare::prepare(&prepare::decode(bytes)?)?;
+    Ok(predictor.predict(&[prepared])[0].digit)
+}
+
+/// (variant, correct, total) over the first `count` test digits, the raw digits first.
+fn accuracy_by_variant(count: usize) -> Vec<(String, usize, usize)> {
+    let predictor = Predictor::built_in(&Device::flex());
+    let test = Dataset::lite(Split::Test);
+    let raw: Vec<Prepared> = (0..count)
+        .map(|i| Prepared {
+            pixels: test.image(i).to_vec(),
+        })
+        .collect();
+    let raw_correct = predictor
+        .predict(&raw)
+        .iter()
+        .enumerate()
+        .filter(|(i, p)| p.digit == test.label(*i))
+        .count();
+    let mut rows = vec![("mnist 28x28 as is".to_string(), raw_correct, count)];
+    for (v, variant) in synth::VARIANTS.iter().enumerate() {
+        let correct = (0..count)
+            .filter(|&i| {
+                let bytes = synth::dressed(test.image(i), variant, (v * 100_000 + i) as u64);
+                read(&predictor, &bytes).is_ok_and(|d| d == test.label(i))
+            })
+            .count();
+        rows.push((variant.to_string(), correct, count));
+    }
+    rows
+}
+
+#[test]
+fn dressed_up_test_digits_are_read_about_as_well_as_the_digits_themselves() {
+    let rows = accuracy_by_variant(DIGITS_PER_VARIANT);
+    for (variant, correct, total) in &rows {
+        eprintln!("{variant:<20} {correct}/{total}");
+    }
+    let baseline = rows[0].1 as f64 / rows[0].2 as f64;
+    for (variant, correct, total) in &rows[1..] {
+        let accuracy = *correct as f64 / *total as f64;
+        assert!(
+            accuracy >= baseline - 0.15,
+            "{variant}: {accuracy:.2} against {baseline:.2} for the digits as they are"
+        );
+    }
+}
+
+#[test]
+#[ignore = "the full measurement for the README: cargo test --release --test predict -- --ignored --nocapture"]
+fn photo_test_set_accuracy() {
+    let rows = accuracy_by_variant(1_000);
+    println!("| variant | correct | accuracy |\n| --- | --- | --- |");
+    for (variant, correct, total) in rows {
+        println!(
+            "| {variant} | {correct}/{total} | {:.1}% |",
+            100.0 * correct as f64 / total as f64
+        );
+    }
+}
+
+#[test]
+fn digits_drawn_with_a_thin_pen_or_a_thick_marker_are_read() {
+    let predictor = Predictor::built_in(&Device::flex());
+    for (width, side) in [(1.0, 500), (4.0, 600), (30.0, 500)] {
+        let read_right: Vec<u8> = (0..10)
+            .filter(|&d| read(&predictor, &synth::drawn(d, side, width)).is_ok_and(|p| p == d))
+            .collect();
+        eprintln!("pen {width}px on {side}px: read {read_right:?}");
+        assert!(
+            read_right.len() >= 7,
+            "pen {width}px: only {read_right:?} read right"
+        );
+    }
+}
+
+#[test]
+fn a_one_pixel_line_on_a_large_canvas_stays_visible() {
+    let prepared = prepare::prepare(&prepare::decode(&synth::drawn(7, 500, 1.0)).unwrap()).unwrap();
+    let inked = prepared.pixels.iter().filter(|&&p| p > 64).count();
+    assert!(prepared.pixels.contains(&255));
+    assert!(
+        (40..300).contains(&inked),
+        "{inked} inked pixels; MNIST digits have about 100-200"
+    );
+}
+
+/// The box the ink fits in and its centre of mass.
+fn geometry(prepared: &Prepared) -> (usize, usize, f32, f32) {
+    let lit: Vec<(usize, usize, f32)> = prepared
+        .pixels
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| **p > 0)
+        .map(|(i, &p)| (i % 28, i / 28, f32::from(p)))
+        .collect();
+    let span = |f: fn(&(usize, usize, f32)) -> usize| {
+        lit.iter().map(f).max().unwrap() - lit.iter().map(f).min().unwrap() + 1
+    };
+    let mass: f32 = lit.iter().map(|p| p.2).sum();
+    let cx = lit.iter().map(|p| p.0 as f32 * p.2).sum::<f32>() / mass;
+    let cy = lit.iter().map(|p| p.1 as f32 * p.2).sum::<f32>() / mass;
+    (span(|p| p.0), span(|p| p.1), cx, cy)
+}
+
+#[test]
+fn prepared_digits_fill_a_20_pixel_box_centred_by_mass_whatever_the_polarity() {
+    let test = Dataset::lite(Split::Test);
+    let digit = test.image(0);
+    let white_on_black = image::GrayImage::from_raw(28, 28, digit.to_vec()).unwrap();
+    let black_on_white = image::GrayImage::from_fn(28, 28, |x, y| {
+        image::Luma([255 - white_on_black.get_pixel(x, y)[0]])
+    });
+    let a = prepare::prepare(&white_on_black.into()).unwrap();
+    let b = prepare::prepare(&black_on_white.into()).unwrap();
+    assert_eq!(a, b, "inverting the input changes nothing");
+    let (w, h, cx, cy) = geometry(&a);
+    assert!(w.max(h) >= 19 && w.max(h) <= 21, "{w}x{h}");
+    assert!(
+        (cx - 13.5).abs() <= 1.0 && (cy - 13.5).abs() <= 1.0,
+        "centre of mass ({cx}, {cy})"
+    );
+}
+
+#[test]
+fn exif_orientation_is_honoured() {
+    // A wide bar, stored sideways with EXIF orientation 6 ("rotate 90 degrees clockwise").
+    let bar = image::GrayImage::from_fn(300, 120, |x, y| {
+        image::Luma([if (30..270).contains(&x) && (40..80).contains(&y) {
+            0
+        } else {
+            255
+        }])
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&bar)
+        .unwrap();
+    let exif: &[u8] = b"Exif\0\0II*\0\x08\0\0\0\x01\0\x12\x01\x03\0\x01\0\0\0\x06\0\0\0\0\0\0\0";
+    let mut with_exif = jpeg[..2].to_vec();
+    with_exif.extend_from_slice(&[0xFF, 0xE1]);
+    with_exif.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+    with_exif.extend_from_slice(exif);
+    with_exif.extend_from_slice(&jpeg[2..]);
+    let upright = prepare::decode(&with_exif).unwrap();
+    assert_eq!((upright.width(), upright.height()), (120, 300));
+    let (w, h, _, _) = geometry(&prepare::prepare(&upright).unwrap());
+    assert!(h > 2 * w, "the bar stands upright: {w}x{h}");
+}
+
+#[test]
+fn blank_broken_and_oversized_images_are_refused_with_a_reason() {
+    let blank = image::GrayImage::from_pixel(200, 200, image::Luma([255]));
+    assert!(matches!(
+        prepare::prepare(&blank.into()),
+        Err(PrepareError::NoInk)
+    ));
+    assert!(matches!(
+        prepare::decode(b"definitely not an image"),
+        Err(PrepareError::Decode(_))
+    ));
+
+    // A PNG header claiming 100,000 x 100,000 pixels, refused before any allocation.
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut crc = flate2::Crc::new();
+    crc.update(&ihdr);
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc.sum().to_be_bytes());
+    png.extend_from_slice(b"\0\0\0\0IDAT\x35\xaf\x06\x1e\0\0\0\0IEND\xae\x42\x60\x82");
+    let err = prepare::decode(&png).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PrepareError::TooLarge {
+                width: 100_000,
+                height: 100_000
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_number_is_read_left_to_right() {
+    let predictor = Predictor::built_in(&Device::flex());
+    let page = synth::written_number(&[4, 2, 7], 12.0);
+    let digits = prepare::prepare_number(&page.into()).unwrap();
+    let read: Vec<u8> = predictor.predict(&digits).iter().map(|p| p.digit).collect();
+    assert_eq!(read, [4, 2, 7]);
+}
+
+/// A folder with two drawn digits and one broken file, for the command's tests.
+fn inputs() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::write(images.join("a-three.png"), synth::drawn(3, 400, 8.0)).unwrap();
+    std::fs::write(images.join("b-seven.png"), synth::drawn(7, 400, 8.0)).unwrap();
+    std::fs::write(images.join("c-broken.png"), b"not a png").unwrap();
+    std::fs::write(images.join("notes.txt"), b"not an image, skipped").unwrap();
+    dir
+}
+
+#[test]
+fn the_command_reads_a_folder_reports_each_failure_and_exits_non_zero() {
+    let dir = inputs();
+    let output = common::digits(
+        dir.path(),
+        &[
+            "predict",
+            "images",
+            "--top",
+            "3",
+            "--save-preprocessed",
+            "seen",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "a failed input makes the exit code 1"
+    );
+    let out = common::stdout(&output);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("images/a-three.png: 3 (") && lines[0].contains("top 3: 3 "),
+        "{out}"
+    );
+    assert!(lines[1].starts_with("images/b-seven.png: 7 ("), "{out}");
+    let err = common::stderr(&output);
+    assert!(
+        err.contains("error: images/c-broken.png: cannot decode the image"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    for name in ["a-three.png", "b-seven.png"] {
+        let seen = image::open(dir.path().join("seen").join(name)).unwrap();
+        assert_eq!((seen.width(), seen.height()), (28, 28));
+    }
+}
+
+#[test]
+fn json_and_csv_give_one_entry_per_input() {
+    let dir = inputs();
+    let json = common::digits(dir.path(), &["predict", "--format", "json", "images"]);
+    let entries: serde_json::Value = serde_json::from_str(&common::stdout(&json)).unwrap();
+    let entries = entries.as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["digit"], 3);
+    let probabilities: Vec<f64> = entries[1]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(probabilities.len(), 10);
+    assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    assert!(
+        entries[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot decode")
+    );
+
+    let csv = common::digits(dir.path(), &["predict", "--format", "csv", "images"]);
+    let out = common::stdout(&csv);
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows[0], "path,digit,confidence");
+    assert!(rows[1].starts_with("images/a-three.png,3,"), "{out}");
+    assert_eq!(rows[3], "images/c-broken.png,,");
+}
+
+#[test]
+fn standard_input_a_saved_run_and_whole_numbers_work_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_digits"))
+        .args(["predict", "-"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&synth::drawn(2, 300, 10.0))
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    assert!(
+        common::stdout(&output).starts_with("-: 2 ("),
+        "{}",
+        common::stdout(&output)
+    );
+
+    let train = common::digits(
+        dir.path(),
+        &[
+            "train",
+            "--dataset",
+            "mnist-lite",
+            "--epochs",
+            "1",
+            "--out",
+            "run",
+        ],
+    );
+    assert!(train.status.success(), "{}", common::stderr(&train));
+    std::fs::write(dir.path().join("one.png"), synth::drawn(1, 300, 10.0)).unwrap();
+    let with_run = common::digits(dir.path(), &["predict", "--model", "run", "one.png"]);
+    assert!(
+        common::stdout(&with_run).starts_with("one.png: 1 ("),
+        "{}",
+        common::stdout(&with_run)
+    );
+
+    let page = synth::written_number(&[3, 8], 12.0);
+    page.save(dir.path().join("number.png")).unwrap();
+    let number = common::digits(dir.path(), &["predict", "--number", "number.png"]);
+    assert!(
+        common::stdout(&number).starts_with("number.png: 38 (3 "),
+        "{}",
+        common::stdout(&number)
+    );
+}
+
+#[test]
+#[ignore = "writes the README's example images: DIGITS_EXAMPLES=docs/examples cargo test --test predict -- --ignored write_examples"]
+fn write_examples() {
+    let dir = std::path::PathBuf::from(std::env::var("DIGITS_EXAMPLES").unwrap());
+    std::fs::create_dir_all(&dir).unwrap();
+    let test = Dataset::lite(Split::Test);
+    std::fs::write(
+        dir.join("photo-of-a-7.jpg"),
+        synth::dressed(test.image(0), "photo-jpeg", 1),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("transparent-2.png"),
+        synth::dressed(test.image(1), "transparent", 2),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("lined-paper-1.png"),
+        synth::dressed(test.image(2), "lined-paper", 3),
+    )
+    .unwrap();
+    let page = synth::written_number(&[4, 2], 6.0);
+    page.save(dir.join("number-42.png")).unwrap();
+}
