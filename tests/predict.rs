@@ -372,3 +372,23 @@ fn write_examples() {
     let page = synth::written_number(&[4, 2], 6.0);
     page.save(dir.join("number-42.png")).unwrap();
 }
+
+#[test]
+fn every_supported_format_is_read_alike() {
+    let predictor = Predictor::built_in(&Device::flex());
+    let drawing = image::load_from_memory(&synth::drawn(5, 300, 10.0)).unwrap();
+    let expected = predictor.predict(&[prepare::prepare(&drawing).unwrap()])[0].digit;
+    assert_eq!(expected, 5);
+    for format in [
+        image::ImageFormat::Png,
+        image::ImageFormat::Jpeg,
+        image::ImageFormat::Bmp,
+        image::ImageFormat::Gif,
+        image::ImageFormat::WebP,
+        image::ImageFormat::Tiff,
+    ] {
+        let mut bytes = Vec::new();
+        drawing.to_rgb8().write_to(&mut std::io::Cursor::new(&mut bytes), format).unwrap();
+        assert_eq!(read(&predictor, &bytes).unwrap(), expected, "{format:?}");
+    }
+}
