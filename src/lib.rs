@@ -34,5 +34,6 @@ pub mod predict;
 pub mod prepare;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod show;
 pub mod train;

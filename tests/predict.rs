@@ -269,14 +269,7 @@ fn json_and_csv_give_one_entry_per_input() {
     let entries = entries.as_array().unwrap();
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[0]["digit"], 3);
-    let probabilities: Vec<f64> = entries[1]["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
-    assert_eq!(probabilities.len(), 10);
-    assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+    common::assert_probabilities(&entries[1]);
     assert!(
         entries[2]["error"]
             .as_str()
@@ -388,7 +381,10 @@ fn every_supported_format_is_read_alike() {
         image::ImageFormat::Tiff,
     ] {
         let mut bytes = Vec::new();
-        drawing.to_rgb8().write_to(&mut std::io::Cursor::new(&mut bytes), format).unwrap();
+        drawing
+            .to_rgb8()
+            .write_to(&mut std::io::Cursor::new(&mut bytes), format)
+            .unwrap();
         assert_eq!(read(&predictor, &bytes).unwrap(), expected, "{format:?}");
     }
 }

@@ -6,6 +6,7 @@ mod eval;
 mod predict;
 mod progress;
 mod report;
+mod serve;
 mod show;
 mod train;
 
@@ -36,6 +37,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Read the digit (or number) in images: photos, scans, drawings.
     Predict(predict::PredictArgs),
+    /// Serve a page to draw digits on, and the prediction API.
+    Serve(serve::ServeArgs),
     /// Charts and an HTML page of what a run did.
     Report(report::ReportArgs),
     /// Overlay the curves of several runs, or train variants and compare them.
@@ -52,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Show(args) => show::run(args),
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Report(args) => report::report(args),
         Command::Compare(args) => report::compare(args),
         Command::Bench(args) => bench::run(args),

@@ -92,3 +92,15 @@ pub fn train_saved_run(
     .unwrap();
     (trainer, history)
 }
+
+/// Asserts a JSON answer's `probabilities` are ten numbers that sum to one.
+pub fn assert_probabilities(entry: &serde_json::Value) {
+    let probabilities: Vec<f64> = entry["probabilities"]
+        .as_array()
+        .expect("an array of probabilities")
+        .iter()
+        .map(|p| p.as_f64().expect("a number"))
+        .collect();
+    assert_eq!(probabilities.len(), 10);
+    assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+}

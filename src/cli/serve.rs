@@ -1,0 +1,70 @@
+//! `digits serve`: the drawing page and the prediction API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use digits::device::DeviceChoice;
+use digits::predict::Predictor;
+use digits::serve::{self, AppState};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A run folder [default: the model built into digits].
+    #[arg(long, value_name = "RUN")]
+    model: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// auto (the best available) or cpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let device = args.device.select().device;
+    let predictor = match &args.model {
+        Some(run) => Predictor::load(run, &device)?,
+        None => Predictor::built_in(&device),
+    };
+    let state = Arc::new(AppState::new(predictor));
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let address = listener
+            .local_addr()
+            .context("the listener has no address")?;
+        println!("digits is serving http://{address}/ (Ctrl-C to stop)");
+        serve::serve(state, listener, shutdown_signal())
+            .await
+            .context("the server failed")?;
+        println!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

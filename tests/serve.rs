@@ -1,0 +1,286 @@
+//! The HTTP API against a server started on 127.0.0.1 by the test, bad requests included.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use burn::tensor::Device;
+use common::synth;
+use digits::data::{Dataset, Split};
+use digits::predict::Predictor;
+use digits::serve::{self, AppState, MAX_BODY_BYTES};
+
+/// A server on a free port; dropping it shuts the server down gracefully.
+struct Running {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start() -> Self {
+        let state = Arc::new(AppState::new(Predictor::built_in(&Device::flex())));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, address) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                ready.send(listener.local_addr().unwrap()).unwrap();
+                serve::serve(state, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let address = address.recv_timeout(Duration::from_secs(10)).unwrap();
+        Running {
+            base: format!("http://{address}"),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// (status, JSON body) of a POST to /api/predict.
+fn post(server: &Running, content_type: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let mut response = agent()
+        .post(&format!("{}/api/predict", server.base))
+        .header("Content-Type", content_type)
+        .send(body)
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+#[test]
+fn the_page_health_and_a_drawn_digit() {
+    let server = Running::start();
+    let mut page = agent().get(&server.base).call().unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.body_mut().read_to_string().unwrap();
+    assert!(html.contains("<canvas id=\"pad\"") && html.contains("/api/predict"));
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "nothing comes from elsewhere"
+    );
+    let health = agent()
+        .get(&format!("{}/healthz", server.base))
+        .call()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    let (status, json) = post(&server, "image/png", &synth::drawn(3, 280, 18.0));
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["digit"], 3);
+    common::assert_probabilities(&json);
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(json["preprocessed"].as_str().unwrap())
+        .unwrap();
+    let seen = image::load_from_memory(&png).unwrap();
+    assert_eq!((seen.width(), seen.height()), (28, 28));
+}
+
+#[test]
+fn uploads_and_pixel_arrays_are_read_too() {
+    let server = Running::start();
+    let boundary = "digits-test-boundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"seven.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&synth::drawn(7, 280, 18.0));
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (status, json) = post(
+        &server,
+        &format!("multipart/form-data; boundary={boundary}"),
+        &form,
+    );
+    assert_eq!((status, json["digit"].as_u64()), (200, Some(7)), "{json}");
+
+    let test = Dataset::lite(Split::Test);
+    let pixels: Vec<u8> = test.image(0).to_vec();
+    let body = serde_json::to_vec(&serde_json::json!({ "pixels": pixels })).unwrap();
+    let (status, json) = post(&server, "application/json", &body);
+    assert_eq!(
+        (status, json["digit"].as_u64()),
+        (200, Some(u64::from(test.label(0)))),
+        "{json}"
+    );
+}
+
+#[test]
+fn bad_requests_get_the_right_status_and_a_json_reason() {
+    let server = Running::start();
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "text/plain",
+            b"hello".to_vec(),
+            415,
+            "unsupported content type",
+        ),
+        (
+            "image/png",
+            b"not a png at all".to_vec(),
+            400,
+            "cannot decode",
+        ),
+        (
+            "application/json",
+            b"{\"pixels\": [1, 2, 3]}".to_vec(),
+            400,
+            "expected 784 pixels",
+        ),
+        (
+            "application/json",
+            b"{not json".to_vec(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "image/png",
+            vec![0u8; MAX_BODY_BYTES + 1],
+            413,
+            "length limit",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b"--x--\r\n".to_vec(),
+            400,
+            "",
+        ),
+    ];
+    for (content_type, body, expected, reason) in cases {
+        let (status, json) = post(&server, content_type, &body);
+        assert_eq!(status, expected, "{content_type}: {json}");
+        if !reason.is_empty() {
+            assert!(
+                json["error"].as_str().unwrap_or_default().contains(reason),
+                "{content_type}: {json}"
+            );
+        }
+    }
+    let blank = image::GrayImage::from_pixel(100, 100, image::Luma([255]));
+    let mut png = Vec::new();
+    blank
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let (status, json) = post(&server, "image/png", &png);
+    assert_eq!(status, 422, "{json}");
+    assert!(json["error"].as_str().unwrap().contains("no digit found"));
+
+    let mut metrics = agent()
+        .get(&format!("{}/metrics", server.base))
+        .call()
+        .unwrap();
+    let text = metrics.body_mut().read_to_string().unwrap();
+    assert!(
+        text.contains("digits_http_requests_total{route=\"/api/predict\",status=\"415\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("digits_http_requests_total{route=\"/api/predict\",status=\"400\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("digits_http_request_duration_seconds_count"),
+        "{text}"
+    );
+}
+
+/// `digits serve` on a free port, as a child process, and the URL it announced.
+fn spawn_command() -> (
+    std::process::Child,
+    String,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_digits"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    (child, url, stdout)
+}
+
+#[test]
+fn the_command_serves_and_stops_cleanly_on_sigterm() {
+    use std::io::BufRead;
+    let (mut child, url, mut stdout) = spawn_command();
+    let health = agent().get(&format!("{url}healthz")).call().unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "stopped");
+}
+
+#[test]
+fn a_real_browser_draws_a_one_and_a_seven_and_the_page_reads_them() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ready = root.join("node_modules/playwright-core").is_dir()
+        && std::path::Path::new("/usr/bin/chromium").is_file();
+    if !ready {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium and playwright-core (see .ci/run)"
+        );
+        eprintln!("skipping: apt-get install chromium && npm ci, to run the browser test");
+        return;
+    }
+    let (mut server, url, _stdout) = spawn_command();
+    let screenshots = root.join("target/browser-screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let browser = std::process::Command::new("node")
+        .arg(root.join("tests/browser/draw.mjs"))
+        .args([url.as_str(), screenshots.to_str().unwrap()])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = String::from_utf8_lossy(&browser.stdout);
+    assert!(
+        browser.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&browser.stderr)
+    );
+    let answers: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (answers["one"].as_str(), answers["seven"].as_str()),
+        (Some("1"), Some("7")),
+        "{out}"
+    );
+    assert!(screenshots.join("seven.png").is_file());
+}
