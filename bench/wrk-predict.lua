@@ -1,10 +1,10 @@
 -- wrk script for the load benchmark of `digits serve`: POSTs one file to /api/predict, by
--- default bench/drawn-7-112px.png (a drawing as the page sends it: 112x112 PNG). Usage:
+-- default bench/drawn-7-56px.png (a drawing as the page sends it: a 56x56 PNG). Usage:
 --   digits serve &
 --   wrk -t2 -c64 -d60s --latency -s bench/wrk-predict.lua http://127.0.0.1:8080/api/predict
 -- DIGITS_BODY=FILE and DIGITS_TYPE=content/type send another body, e.g. bench/pixels.json with
 -- DIGITS_TYPE=application/json.
-local file = assert(io.open(os.getenv("DIGITS_BODY") or "bench/drawn-7-112px.png", "rb"))
+local file = assert(io.open(os.getenv("DIGITS_BODY") or "bench/drawn-7-56px.png", "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
