@@ -342,3 +342,39 @@ fn fashion_mnist_is_read_from_the_folder_debian_installs() {
     );
     assert!(stdout(&show).starts_with("#59000 "), "{}", stdout(&show));
 }
+
+#[test]
+fn resuming_with_another_optimizer_starts_its_state_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ["--dataset", "mnist-lite", "--epochs", "1", "--limit", "320"];
+    let first = digits(
+        dir.path(),
+        &[&["train", "--out", "run"][..], &quick].concat(),
+    );
+    assert!(first.status.success(), "{}", stderr(&first));
+    let switched = digits(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "run",
+            "--optimizer",
+            "sgd",
+            "--epochs",
+            "1",
+            "--limit",
+            "320",
+        ],
+    );
+    assert!(switched.status.success(), "{}", stderr(&switched));
+    assert!(
+        stdout(&switched).contains("Sgd lr 0.01"),
+        "{}",
+        stdout(&switched)
+    );
+    let config = std::fs::read_to_string(dir.path().join("run/config.json")).unwrap();
+    assert!(
+        config.contains("\"optimizer\": \"sgd\"") && config.contains("\"epochs_done\": 2"),
+        "{config}"
+    );
+}

@@ -104,6 +104,9 @@ pub fn train(
     if args.epochs == Some(0) {
         bail!("--epochs must be at least 1");
     }
+    if args.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
+        bail!("--lr must be a positive number");
+    }
     let resumed = match resume {
         Some(path) => {
             let run = RunDir::open(path)?;
@@ -178,10 +181,6 @@ pub fn train(
     config.optimizer = args.optimizer.unwrap_or(config.optimizer);
     config.shuffle |= args.shuffle;
     config.seed = args.seed.unwrap_or(config.seed);
-    anyhow::ensure!(
-        config.lr.is_finite() && config.lr > 0.0,
-        "--lr must be a positive number"
-    );
 
     let run_dir = RunDir::create(&out)?;
     let first = test_set
