@@ -140,3 +140,48 @@ fn the_same_seed_gives_the_same_model_and_another_seed_does_not() {
     let model = Model::init(&config, 1, &Device::flex());
     assert_eq!(model.weights(&config), weights);
 }
+
+#[test]
+fn a_loss_that_stops_being_finite_stops_training_before_it_is_saved() {
+    let model = ModelConfig::default();
+    let mut weights = model.initial_weights(0);
+    // Weights this large overflow the logits to infinity on the first batch.
+    for tensor in weights.values_mut() {
+        tensor.values.iter_mut().for_each(|v| *v *= 1e30);
+    }
+    let mut trainer = Trainer::new(
+        model,
+        weights,
+        TrainConfig {
+            epochs: 1,
+            ..TrainConfig::default()
+        },
+        &Device::flex(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut checkpoint = digits::run::RunCheckpoint {
+        dir: RunDir::create(dir.path()).unwrap(),
+        dataset: digits::data::DatasetName::MnistLite,
+        history: Vec::new(),
+    };
+    let data = Dataset::lite(Split::Train).truncated(64);
+    let err =
+        digits::train::fit(&mut trainer, &data, &data, &mut Quiet, &mut checkpoint).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            digits::train::TrainError::Diverged {
+                epoch: 1,
+                batch: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("lower the learning rate"));
+    assert!(
+        !dir.path().join("config.json").exists(),
+        "nothing diverged was saved"
+    );
+}
