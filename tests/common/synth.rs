@@ -83,7 +83,7 @@ fn grey_page(
 /// One MNIST digit dressed as `variant`, encoded as the file a person would have.
 pub fn dressed(digit: &[u8], variant: &str, seed: u64) -> Vec<u8> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let side: u32 = rng.random_range(300..=900);
+    let side: u32 = rng.random_range(300..=2000);
     let size = (side as f32 * rng.random_range(0.35..0.7)) as u32;
     let (x, y) = (
         rng.random_range(0..side - size),
