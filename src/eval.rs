@@ -155,7 +155,7 @@ pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize) -> Evaluation 
 }
 
 /// The class with the highest probability (the first, on a tie, as `argmax` does).
-fn most_probable(probabilities: &[f32]) -> Prediction {
+pub fn most_probable(probabilities: &[f32]) -> Prediction {
     let (class, &confidence) =
         probabilities
             .iter()

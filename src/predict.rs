@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
+use crate::eval;
 use crate::model::{Model, weights};
 use crate::prepare::Prepared;
 use crate::run::{RunConfig, RunDir, RunError};
@@ -91,15 +92,10 @@ impl Predictor {
             .map(|row| {
                 let probabilities: [f32; NUM_CLASSES] =
                     row.try_into().expect("ten probabilities per digit");
-                let (digit, confidence) = probabilities.iter().enumerate().fold(
-                    (0, f32::NEG_INFINITY),
-                    |best, (d, &p)| {
-                        if p > best.1 { (d, p) } else { best }
-                    },
-                );
+                let best = eval::most_probable(&probabilities);
                 DigitPrediction {
-                    digit: digit as u8,
-                    confidence,
+                    digit: best.predicted,
+                    confidence: best.confidence,
                     probabilities,
                 }
             })
