@@ -73,6 +73,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let network = ModelConfig::Mlp(MlpConfig {
         hidden: vec![128, 400],
         activation: Activation::Relu,
+        ..MlpConfig::default()
     });
 
     // 8-10. The model object, cross-entropy loss and Adam with lr 0.01 (SGD is the
@@ -84,6 +85,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         optimizer: OptimizerKind::Adam,
         shuffle: false,
         seed: 0,
+        ..TrainConfig::default()
     };
     let weights = network.initial_weights(config.seed);
     let mut trainer = Trainer::new(network, weights, config, &selected.device)?;

@@ -1,12 +1,10 @@
 //! Evaluation: the tutorial's `test()` (accuracy and average loss), with a confusion matrix.
 
-use burn::nn::loss::CrossEntropyLoss;
 use burn::prelude::*;
-use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
 use crate::data::{Batch, Dataset, IMAGE_SIDE, NUM_CLASSES};
-use crate::model::Model;
+use crate::model::{Ensemble, Model};
 
 /// How a model did on a dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -117,8 +115,13 @@ pub fn batch_tensors(batch: &Batch, device: &Device) -> (Tensor<4>, Tensor<1, In
 
 /// Runs `model` over every image of `data`, `batch_size` at a time, in the dataset's order.
 pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize) -> Evaluation {
-    let device = model_device(model);
-    let loss_fn = CrossEntropyLoss::new(None, &device);
+    evaluate_ensemble(&Ensemble::new(vec![model.clone()]), data, batch_size)
+}
+
+/// As [`evaluate`], for models answering together. The loss is the cross-entropy of the
+/// averaged probabilities.
+pub fn evaluate_ensemble(models: &Ensemble, data: &Dataset, batch_size: usize) -> Evaluation {
+    let device = models.device();
     let mut evaluation = Evaluation {
         count: 0,
         correct: 0,
@@ -130,17 +133,19 @@ pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize) -> Evaluation 
     let mut batches = 0;
     for batch in data.batches(batch_size, None) {
         let (images, targets) = batch_tensors(&batch, &device);
-        let logits = model.forward(images);
-        loss_sum += f64::from(
-            loss_fn
-                .forward(logits.clone(), targets)
-                .into_scalar::<f32>(),
-        );
+        let log_probabilities = models.log_probabilities(images);
+        let picked = log_probabilities
+            .clone()
+            .gather(1, targets.unsqueeze_dim(1))
+            .mean()
+            .neg();
+        loss_sum += f64::from(picked.into_scalar::<f32>());
         batches += 1;
-        let probabilities = activation::softmax(logits, 1)
+        let probabilities = log_probabilities
+            .exp()
             .into_data()
             .try_into_vec::<f32>()
-            .expect("logits are float32");
+            .expect("probabilities are float32");
         for (row, &truth) in probabilities.chunks_exact(NUM_CLASSES).zip(&batch.labels) {
             let prediction = most_probable(row);
             let (truth, predicted) = (truth as usize, usize::from(prediction.predicted));
@@ -167,15 +172,6 @@ pub fn most_probable(probabilities: &[f32]) -> Prediction {
         predicted: class as u8,
         confidence,
     }
-}
-
-fn model_device(model: &Model) -> Device {
-    use burn::module::Module;
-    model
-        .devices()
-        .into_iter()
-        .next()
-        .expect("a model has at least one parameter")
 }
 
 #[cfg(test)]

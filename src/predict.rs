@@ -3,11 +3,10 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::activation;
 
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use crate::eval;
-use crate::model::{Model, weights};
+use crate::model::{Ensemble, Model, weights};
 use crate::prepare::Prepared;
 use crate::run::{RunConfig, RunDir, RunError};
 
@@ -37,20 +36,28 @@ impl DigitPrediction {
     }
 }
 
-/// A loaded model ready to read digits.
+/// A loaded model (or several, answering together) ready to read digits.
 pub struct Predictor {
-    pub config: RunConfig,
-    model: Model,
+    /// What each model is, in the order given.
+    pub configs: Vec<RunConfig>,
+    models: Ensemble,
     device: Device,
 }
 
 impl Predictor {
-    /// The model of a saved run.
-    pub fn load(run: &Path, device: &Device) -> Result<Self, RunError> {
-        let (config, model) = RunDir::open(run)?.load_model(device)?;
+    /// The model of a saved run, or of several runs answering together by averaging their
+    /// probabilities.
+    ///
+    /// # Panics
+    /// If `runs` is empty.
+    pub fn load(runs: &[&Path], device: &Device) -> Result<Self, RunError> {
+        let (configs, models) = runs
+            .iter()
+            .map(|run| RunDir::open(run)?.load_model(device))
+            .collect::<Result<(Vec<_>, Vec<_>), _>>()?;
         Ok(Self {
-            config,
-            model,
+            configs,
+            models: Ensemble::new(models),
             device: device.clone(),
         })
     }
@@ -64,8 +71,8 @@ impl Predictor {
         let model = Model::from_weights(&config.model, weights, device)
             .expect("the built-in model's weights fit its config");
         Self {
-            config,
-            model,
+            configs: vec![config],
+            models: Ensemble::new(vec![model]),
             device: device.clone(),
         }
     }
@@ -83,7 +90,10 @@ impl Predictor {
             TensorData::new(pixels, [digits.len(), 1, IMAGE_SIDE, IMAGE_SIDE]),
             &self.device,
         );
-        let probabilities = activation::softmax(self.model.forward(images), 1)
+        let probabilities = self
+            .models
+            .log_probabilities(images)
+            .exp()
             .into_data()
             .try_into_vec::<f32>()
             .expect("probabilities are float32");

@@ -3,6 +3,8 @@
 //! ```text
 //! RUN/config.json          what was trained, how, on what, and how far (RunConfig)
 //! RUN/model.safetensors    the weights, in PyTorch's layout and the tutorial's names
+//! RUN/best.safetensors     with validation images: the weights of the best epoch, which
+//!                          eval, predict and serve use (model.safetensors resumes training)
 //! RUN/optimizer.bpk        the optimizer's state (Burn's burnpack), for --resume
 //! RUN/metrics.jsonl        one line per epoch (EpochMetrics)
 //! ```
@@ -25,6 +27,7 @@ use crate::train::{Checkpoint, EpochMetrics, TrainConfig, TrainError, Trainer};
 
 const CONFIG_FILE: &str = "config.json";
 const WEIGHTS_FILE: &str = "model.safetensors";
+const BEST_WEIGHTS_FILE: &str = "best.safetensors";
 const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -125,21 +128,31 @@ impl RunDir {
         })
     }
 
+    /// The weights of the latest epoch: where training resumes from.
     pub fn weights(&self) -> Result<Weights, RunError> {
-        let path = self.weights_path();
-        weights::read_safetensors(&path, "").map_err(|source| RunError::Weights {
-            path: path.display().to_string(),
-            source,
-        })
+        read_weights(&self.weights_path())
     }
 
-    /// The trained model, ready for evaluation or prediction on `device`.
+    /// The weights to use the model with: the best epoch's when training held images out to
+    /// choose it, else the latest.
+    pub fn best_weights_path(&self) -> PathBuf {
+        let best = self.path.join(BEST_WEIGHTS_FILE);
+        if best.is_file() {
+            best
+        } else {
+            self.weights_path()
+        }
+    }
+
+    /// The trained model (see [`RunDir::best_weights_path`]), ready for evaluation or
+    /// prediction on `device`.
     pub fn load_model(&self, device: &Device) -> Result<(RunConfig, Model), RunError> {
         let config = self.config()?;
+        let path = self.best_weights_path();
         let model =
-            Model::from_weights(&config.model, self.weights()?, device).map_err(|source| {
+            Model::from_weights(&config.model, read_weights(&path)?, device).map_err(|source| {
                 RunError::Weights {
-                    path: self.weights_path().display().to_string(),
+                    path: path.display().to_string(),
                     source,
                 }
             })?;
@@ -183,13 +196,15 @@ impl RunDir {
             .collect()
     }
 
-    /// Saves a whole checkpoint: optimizer state, weights, metrics so far, then the config.
+    /// Saves a whole checkpoint: optimizer state, weights (and, if this epoch is the best so
+    /// far, the best weights), metrics so far, then the config.
     pub fn save(
         &self,
         config: &RunConfig,
         weights: &Weights,
         optimizer_state: Option<&[u8]>,
         metrics: &[EpochMetrics],
+        best: bool,
     ) -> Result<(), RunError> {
         if let Some(state) = optimizer_state {
             self.write(OPTIMIZER_FILE, state)?;
@@ -198,6 +213,9 @@ impl RunDir {
             path: self.weights_path().display().to_string(),
             source,
         })?;
+        if best {
+            self.write(BEST_WEIGHTS_FILE, &bytes)?;
+        }
         self.write(WEIGHTS_FILE, &bytes)?;
         let mut lines = String::new();
         for epoch in metrics {
@@ -218,6 +236,13 @@ impl RunDir {
     }
 }
 
+fn read_weights(path: &Path) -> Result<Weights, RunError> {
+    weights::read_safetensors(path, "").map_err(|source| RunError::Weights {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// Saves a run after every epoch of [`crate::train::fit`].
 pub struct RunCheckpoint {
     pub dir: RunDir,
@@ -227,7 +252,12 @@ pub struct RunCheckpoint {
 }
 
 impl Checkpoint for RunCheckpoint {
-    fn save(&mut self, trainer: &Trainer, metrics: &EpochMetrics) -> Result<(), TrainError> {
+    fn save(
+        &mut self,
+        trainer: &Trainer,
+        metrics: &EpochMetrics,
+        best: bool,
+    ) -> Result<(), TrainError> {
         self.history.push(metrics.clone());
         let config = RunConfig {
             digits_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -238,7 +268,13 @@ impl Checkpoint for RunCheckpoint {
         };
         let state = trainer.optimizer_state()?;
         self.dir
-            .save(&config, &trainer.weights(), Some(&state), &self.history)
+            .save(
+                &config,
+                &trainer.weights(),
+                Some(&state),
+                &self.history,
+                best,
+            )
             .map_err(|err| TrainError::Checkpoint(Box::new(err)))
     }
 }

@@ -2,8 +2,10 @@
 
 use std::time::Instant;
 
-use burn::nn::loss::CrossEntropyLoss;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 use burn::tensor::Bytes;
 use rand::SeedableRng;
@@ -11,9 +13,10 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{Batch, Dataset};
+use crate::augment::{self, AugmentConfig};
+use crate::data::{Batch, Dataset, DatasetName};
 use crate::eval::{self, Evaluation};
-use crate::model::{Model, ModelConfig, Weights, WeightsError};
+use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
 
 /// Which optimizer. The tutorial uses Adam and discusses SGD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -21,12 +24,14 @@ use crate::model::{Model, ModelConfig, Weights, WeightsError};
 pub enum OptimizerKind {
     #[default]
     Adam,
+    /// Adam with decoupled weight decay (Loshchilov and Hutter 2019).
+    AdamW,
     Sgd,
 }
 
 /// An optimizer name that digits does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown optimizer '{0}': expected adam or sgd")]
+#[error("unknown optimizer '{0}': expected adam, adamw or sgd")]
 pub struct UnknownOptimizer(pub String);
 
 impl std::str::FromStr for OptimizerKind {
@@ -35,8 +40,86 @@ impl std::str::FromStr for OptimizerKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "adam" => Ok(OptimizerKind::Adam),
+            "adamw" => Ok(OptimizerKind::AdamW),
             "sgd" => Ok(OptimizerKind::Sgd),
             other => Err(UnknownOptimizer(other.to_string())),
+        }
+    }
+}
+
+/// How the learning rate moves over a run; `lr` is its peak.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// The tutorial's: `lr` throughout.
+    #[default]
+    Constant,
+    /// Smith's one-cycle: up from lr/25 over the first 30% of steps, then down to lr/250000,
+    /// both along a cosine, as PyTorch's `OneCycleLR`.
+    OneCycle,
+    /// From lr down to 0 along a cosine.
+    Cosine,
+    /// lr times `factor` after every `every` epochs.
+    Step { every: usize, factor: f64 },
+}
+
+/// A schedule that digits does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown schedule '{0}': expected constant, one-cycle, cosine or step[:EPOCHS[:FACTOR]]")]
+pub struct UnknownSchedule(pub String);
+
+impl std::str::FromStr for LrSchedule {
+    type Err = UnknownSchedule;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let unknown = || UnknownSchedule(s.to_string());
+        let mut parts = s.split(':');
+        let schedule = match parts.next().unwrap_or_default() {
+            "constant" => LrSchedule::Constant,
+            "one-cycle" => LrSchedule::OneCycle,
+            "cosine" => LrSchedule::Cosine,
+            "step" => {
+                let every = parts
+                    .next()
+                    .map_or(Ok(5), str::parse)
+                    .map_err(|_| unknown())?;
+                let factor = parts
+                    .next()
+                    .map_or(Ok(0.1), str::parse)
+                    .map_err(|_| unknown())?;
+                if every == 0 || !(factor > 0.0 && factor <= 1.0) {
+                    return Err(unknown());
+                }
+                LrSchedule::Step { every, factor }
+            }
+            _ => return Err(unknown()),
+        };
+        match parts.next() {
+            Some(_) => Err(unknown()),
+            None => Ok(schedule),
+        }
+    }
+}
+
+impl LrSchedule {
+    /// The learning rate at `progress` (in [0, 1], the fraction of the run's steps done),
+    /// during epoch `epoch` (counted from 0).
+    pub fn lr(&self, peak: f64, progress: f64, epoch: usize) -> f64 {
+        use std::f64::consts::PI;
+        let cosine = |from: f64, to: f64, t: f64| to + (from - to) * (1.0 + (PI * t).cos()) / 2.0;
+        match *self {
+            LrSchedule::Constant => peak,
+            LrSchedule::OneCycle => {
+                const WARM_UP: f64 = 0.3;
+                let start = peak / 25.0;
+                if progress < WARM_UP {
+                    cosine(start, peak, progress / WARM_UP)
+                } else {
+                    cosine(peak, start / 1e4, (progress - WARM_UP) / (1.0 - WARM_UP))
+                }
+            }
+            LrSchedule::Cosine => cosine(peak, 0.0, progress),
+            LrSchedule::Step { every, factor } => peak * factor.powi((epoch / every.max(1)) as i32),
         }
     }
 }
@@ -50,8 +133,28 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     /// Reshuffle the training set every epoch; the tutorial keeps the dataset's order.
     pub shuffle: bool,
-    /// Seeds the initial weights and the shuffling.
+    /// Seeds the initial weights, the shuffling and the augmentation.
     pub seed: u64,
+    /// L2 penalty (Adam, SGD) or decoupled decay (AdamW); `None`: PyTorch's default for the
+    /// optimizer (0, or 0.01 for AdamW).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// SGD's momentum (0: plain SGD, as the tutorial).
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub schedule: LrSchedule,
+    /// Label smoothing of the cross-entropy target (0: none).
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Training images held out (the last ones) to pick the best epoch and stop early.
+    #[serde(default)]
+    pub validation: usize,
+    /// Stop after this many epochs without a better validation accuracy.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    #[serde(default)]
+    pub augment: Option<AugmentConfig>,
 }
 
 impl Default for TrainConfig {
@@ -63,7 +166,102 @@ impl Default for TrainConfig {
             optimizer: OptimizerKind::Adam,
             shuffle: false,
             seed: 0,
+            weight_decay: None,
+            momentum: 0.0,
+            schedule: LrSchedule::Constant,
+            label_smoothing: 0.0,
+            validation: 0,
+            patience: None,
+            augment: None,
         }
+    }
+}
+
+impl TrainConfig {
+    fn optimizer(&self) -> ModuleOptimizer {
+        let decay = |penalty: f64| (penalty > 0.0).then(|| WeightDecayConfig::new(penalty as f32));
+        match self.optimizer {
+            // PyTorch's epsilon: Burn's default (1e-5) changes the tutorial's early steps.
+            OptimizerKind::Adam => AdamConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(decay(self.weight_decay.unwrap_or(0.0)))
+                .init(),
+            OptimizerKind::AdamW => AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(self.weight_decay.unwrap_or(0.01) as f32)
+                .init(),
+            OptimizerKind::Sgd => SgdConfig::new()
+                .with_weight_decay(decay(self.weight_decay.unwrap_or(0.0)))
+                .with_momentum((self.momentum > 0.0).then(|| {
+                    // PyTorch's momentum has no dampening; Burn's default has 0.1.
+                    MomentumConfig::new()
+                        .with_momentum(self.momentum)
+                        .with_dampening(0.0)
+                }))
+                .init(),
+        }
+    }
+}
+
+/// A whole recipe: architecture and training settings, which single flags then adjust.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preset {
+    /// The tutorial's MLP and hyper-parameters, unchanged.
+    #[default]
+    Tutorial,
+    /// The strongest recipe that trains on a 2-core laptop CPU in a few minutes: the `cnn`
+    /// model, AdamW with a one-cycle schedule, label smoothing, normalised inputs and
+    /// augmentation suited to the dataset.
+    Best,
+}
+
+/// A preset name that digits does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown preset '{0}': expected tutorial or best")]
+pub struct UnknownPreset(pub String);
+
+impl std::str::FromStr for Preset {
+    type Err = UnknownPreset;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tutorial" => Ok(Preset::Tutorial),
+            "best" => Ok(Preset::Best),
+            other => Err(UnknownPreset(other.to_string())),
+        }
+    }
+}
+
+impl Preset {
+    /// The architecture and the training settings for `dataset`.
+    pub fn recipe(self, dataset: DatasetName) -> (ModelKind, TrainConfig) {
+        match self {
+            Preset::Tutorial => (ModelKind::Mlp, TrainConfig::default()),
+            Preset::Best => {
+                let augment = match dataset {
+                    DatasetName::FashionMnist => AugmentConfig::clothes(),
+                    DatasetName::Mnist | DatasetName::MnistLite => AugmentConfig::digits(),
+                };
+                let config = TrainConfig {
+                    epochs: 15,
+                    batch_size: 64,
+                    lr: 0.003,
+                    optimizer: OptimizerKind::AdamW,
+                    shuffle: true,
+                    weight_decay: Some(0.05),
+                    schedule: LrSchedule::OneCycle,
+                    label_smoothing: 0.1,
+                    augment: Some(augment),
+                    ..TrainConfig::default()
+                };
+                (ModelKind::Cnn, config)
+            }
+        }
+    }
+
+    /// Whether the model standardises its input with the training set's mean and deviation.
+    pub fn normalizes(self) -> bool {
+        self == Preset::Best
     }
 }
 
@@ -110,6 +308,12 @@ pub struct EpochMetrics {
     pub test_loss: f64,
     /// Fraction of the test set classified correctly.
     pub test_accuracy: f64,
+    /// On the images held out of training, when there are any.
+    #[serde(default)]
+    pub validation_loss: Option<f64>,
+    #[serde(default)]
+    pub validation_accuracy: Option<f64>,
+    /// The learning rate at the epoch's last step.
     pub lr: f64,
     pub seconds: f64,
     /// Every batch's loss, in order: the raw material for loss curves.
@@ -126,9 +330,15 @@ pub trait TrainObserver {
 pub struct Quiet;
 impl TrainObserver for Quiet {}
 
-/// Keeps what training produces; `fit` calls it after every epoch.
+/// Keeps what training produces; `fit` calls it after every epoch, saying whether this
+/// epoch is the best so far on the validation images (always false without them).
 pub trait Checkpoint {
-    fn save(&mut self, trainer: &Trainer, metrics: &EpochMetrics) -> Result<(), TrainError>;
+    fn save(
+        &mut self,
+        trainer: &Trainer,
+        metrics: &EpochMetrics,
+        best: bool,
+    ) -> Result<(), TrainError>;
 }
 
 /// A model being trained, with its optimizer state.
@@ -141,6 +351,11 @@ pub struct Trainer {
     loss: CrossEntropyLoss,
     /// Epochs finished, including those before a resume.
     epochs_done: usize,
+    /// Where the current epoch is, for the learning-rate schedule.
+    step_in_epoch: usize,
+    steps_per_epoch: usize,
+    /// The learning rate of the latest step.
+    last_lr: f64,
 }
 
 impl Trainer {
@@ -153,19 +368,21 @@ impl Trainer {
     ) -> Result<Self, WeightsError> {
         let device = device.clone().autodiff();
         let model = Model::from_weights(&model_config, weights, &device)?;
-        let optimizer = match config.optimizer {
-            // PyTorch's epsilon: Burn's default (1e-5) changes the tutorial's early steps.
-            OptimizerKind::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
-            OptimizerKind::Sgd => SgdConfig::new().init(),
-        };
+        let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
+        let last_lr = config.lr;
         Ok(Self {
-            loss: CrossEntropyLoss::new(None, &device),
+            loss: CrossEntropyLossConfig::new()
+                .with_smoothing(smoothing)
+                .init(&device),
             model,
             model_config,
-            optimizer,
+            optimizer: config.optimizer(),
             config,
             device,
             epochs_done: 0,
+            step_in_epoch: 0,
+            steps_per_epoch: 0,
+            last_lr,
         })
     }
 
@@ -204,8 +421,11 @@ impl Trainer {
         self.model.valid()
     }
 
+    /// The weights as [`Trainer::model`] has them: read from the inference copy, because
+    /// batch norm's running statistics on the training model lag one update behind (Burn
+    /// merges each thread's latest update only when the model is copied).
     pub fn weights(&self) -> Weights {
-        self.model.weights(&self.model_config)
+        self.model().weights(&self.model_config)
     }
 
     /// The optimizer's state, for resuming later.
@@ -225,15 +445,29 @@ impl Trainer {
         (value, self.model.gradients(&self.model_config, &grads))
     }
 
+    /// The learning rate the next step takes.
+    pub fn current_lr(&self) -> f64 {
+        let total = self.config.epochs * self.steps_per_epoch;
+        let done = self.epochs_done * self.steps_per_epoch + self.step_in_epoch;
+        let progress = if total == 0 {
+            0.0
+        } else {
+            (done as f64 / total as f64).min(1.0)
+        };
+        self.config
+            .schedule
+            .lr(self.config.lr, progress, self.epochs_done)
+    }
+
     /// One optimizer step on one batch; returns the batch's mean loss before the step.
     pub fn step(&mut self, batch: &Batch) -> f32 {
         crate::device::flush_subnormals_to_zero();
         let loss = self.loss_of(batch);
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self
-            .optimizer
-            .step(self.config.lr, self.model.clone(), grads);
+        self.last_lr = self.current_lr();
+        self.model = self.optimizer.step(self.last_lr, self.model.clone(), grads);
+        self.step_in_epoch += 1;
         value
     }
 
@@ -256,9 +490,15 @@ impl Trainer {
             .then(|| shuffled(data.len(), self.config.seed, epoch));
         let batches = data.batches(self.config.batch_size, order.as_deref());
         let count = batches.len();
+        self.steps_per_epoch = count;
+        self.step_in_epoch = 0;
         let mut losses = Vec::with_capacity(count);
         let mut seen = 0;
-        for (index, batch) in batches.enumerate() {
+        for (index, mut batch) in batches.enumerate() {
+            if let Some(config) = &self.config.augment {
+                let seed = self.config.seed ^ ((epoch as u64) << 32 | index as u64);
+                augment::augment(&mut batch, config, seed);
+            }
             let loss = self.step(&batch);
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
@@ -279,6 +519,7 @@ impl Trainer {
             });
         }
         self.epochs_done = epoch;
+        self.step_in_epoch = 0;
         Ok(losses)
     }
 }
@@ -292,21 +533,27 @@ fn shuffled(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Trains until `trainer` has done `config().epochs` epochs in all, evaluating on `test` and
-/// saving a checkpoint after each; returns the metrics of the epochs run now.
+/// Trains until `trainer` has done `config().epochs` epochs in all (or, with `validation`
+/// images and a patience, until the validation accuracy stops improving), evaluating on
+/// `test` and saving a checkpoint after each epoch; returns the metrics of the epochs run now.
 pub fn fit(
     trainer: &mut Trainer,
     train: &Dataset,
+    validation: Option<&Dataset>,
     test: &Dataset,
     observer: &mut dyn TrainObserver,
     checkpoint: &mut dyn Checkpoint,
 ) -> Result<Vec<EpochMetrics>, TrainError> {
     let mut history = Vec::new();
+    let mut best: Option<(usize, f64)> = None;
     while trainer.epochs_done() < trainer.config().epochs {
         let started = Instant::now();
         let batch_losses = trainer.train_epoch(train, observer)?;
         let seconds = started.elapsed().as_secs_f64();
-        let evaluation = eval::evaluate(&trainer.model(), test, trainer.config().batch_size);
+        let model = trainer.model();
+        let batch_size = trainer.config().batch_size;
+        let evaluation = eval::evaluate(&model, test, batch_size);
+        let held_out = validation.map(|data| eval::evaluate(&model, data, batch_size));
         let train_loss = batch_losses.iter().map(|&l| f64::from(l)).sum::<f64>()
             / batch_losses.len().max(1) as f64;
         let metrics = EpochMetrics {
@@ -314,13 +561,29 @@ pub fn fit(
             train_loss,
             test_loss: evaluation.avg_loss,
             test_accuracy: evaluation.accuracy(),
-            lr: trainer.config().lr,
+            validation_loss: held_out.as_ref().map(|e| e.avg_loss),
+            validation_accuracy: held_out.as_ref().map(Evaluation::accuracy),
+            lr: trainer.last_lr,
             seconds,
             batch_losses,
         };
-        checkpoint.save(trainer, &metrics)?;
+        let improved = match (metrics.validation_accuracy, best) {
+            (Some(accuracy), Some((_, best_accuracy))) => accuracy > best_accuracy,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if improved {
+            best = metrics.validation_accuracy.map(|a| (metrics.epoch, a));
+        }
+        checkpoint.save(trainer, &metrics, improved)?;
         observer.epoch(&metrics, &evaluation);
         history.push(metrics);
+        let patience = trainer.config().patience;
+        if let (Some(patience), Some((best_epoch, _))) = (patience, best)
+            && trainer.epochs_done() - best_epoch >= patience
+        {
+            break;
+        }
     }
     Ok(history)
 }

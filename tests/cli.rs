@@ -171,9 +171,35 @@ fn bad_flags_are_refused_with_a_message() {
             "--epochs must be at least 1",
         ),
         (
-            &["train", "--optimizer", "adamw"],
-            "unknown optimizer 'adamw'",
+            &["train", "--optimizer", "adagrad"],
+            "unknown optimizer 'adagrad'",
         ),
+        (&["train", "--model", "resnet"], "unknown model 'resnet'"),
+        (
+            &["train", "--preset", "fastest"],
+            "unknown preset 'fastest'",
+        ),
+        (
+            &["train", "--schedule", "step:0"],
+            "unknown schedule 'step:0'",
+        ),
+        (
+            &["train", "--patience", "2"],
+            "--patience needs --validation N",
+        ),
+        (
+            &["train", "--model", "cnn", "--hidden", "64"],
+            "--hidden sets the widths of an MLP",
+        ),
+        (
+            &["train", "--label-smoothing", "1.5"],
+            "--label-smoothing must be in [0, 1)",
+        ),
+        (
+            &["train", "--momentum", "1"],
+            "--momentum must be in [0, 1)",
+        ),
+        (&["train", "--augment", "wobbly"], "invalid value 'wobbly'"),
         (
             &["train", "--activation", "tanh"],
             "unknown activation 'tanh'",
@@ -377,4 +403,98 @@ fn resuming_with_another_optimizer_starts_its_state_fresh() {
         config.contains("\"optimizer\": \"sgd\"") && config.contains("\"epochs_done\": 2"),
         "{config}"
     );
+}
+
+#[test]
+fn the_best_preset_trains_a_cnn_that_eval_and_predict_load_alone_and_as_an_ensemble() {
+    let dir = tempfile::tempdir().unwrap();
+    for (run, seed) in [("a", "1"), ("b", "2")] {
+        let output = digits(
+            dir.path(),
+            &[
+                "train",
+                "--dataset",
+                "mnist-lite",
+                "--preset",
+                "best",
+                "--epochs",
+                "1",
+                "--limit",
+                "640",
+                "--validation",
+                "128",
+                "--seed",
+                seed,
+                "--out",
+                run,
+            ],
+        );
+        let out = stdout(&output);
+        assert!(output.status.success(), "{}", stderr(&output));
+        for line in [
+            "Model: cnn conv32k3p-conv64k3p bn fc128 relu dropout0.25 (421738 parameters); AdamW",
+            "Shape of X [N, C, H, W]: [64, 1, 28, 28]",
+            "512 training images, 10000 test images, 128 held out for validation",
+            "Validation: \n Accuracy: ",
+            "Best epoch by validation: 1",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in:\n{out}");
+        }
+        let config = std::fs::read_to_string(dir.path().join(run).join("config.json")).unwrap();
+        for field in [
+            "\"arch\": \"cnn\"",
+            "\"one-cycle\"",
+            "\"normalization\"",
+            "\"elastic\"",
+        ] {
+            assert!(config.contains(field), "{field} in {config}");
+        }
+        assert!(dir.path().join(run).join("best.safetensors").is_file());
+    }
+
+    let single = digits(
+        dir.path(),
+        &["eval", "--model", "a", "--dataset", "mnist-lite"],
+    );
+    assert!(single.status.success(), "{}", stderr(&single));
+    let ensemble = digits(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "a",
+            "--model",
+            "b",
+            "--dataset",
+            "mnist-lite",
+        ],
+    );
+    let out = stdout(&ensemble);
+    assert!(ensemble.status.success(), "{}", stderr(&ensemble));
+    assert!(out.contains("Ensemble of 2 models"), "{out}");
+    assert!(out.contains("Accuracy: "), "{out}");
+
+    let digit = dir.path().join("seven.png");
+    let mut image = image::GrayImage::from_pixel(28, 28, image::Luma([0]));
+    for i in 0..20 {
+        image.put_pixel(6 + i, 6, image::Luma([255]));
+        image.put_pixel(24 - i / 2, 6 + i, image::Luma([255]));
+    }
+    image.save(&digit).unwrap();
+    let predicted = digits(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            "a",
+            "--model",
+            "b",
+            "--format",
+            "json",
+            "seven.png",
+        ],
+    );
+    assert!(predicted.status.success(), "{}", stderr(&predicted));
+    let answers: serde_json::Value = serde_json::from_str(&stdout(&predicted)).unwrap();
+    common::assert_probabilities(&answers[0]);
 }

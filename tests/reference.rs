@@ -85,6 +85,7 @@ fn three_steps_match_pytorch(file: &str, activation: Activation, optimizer: Opti
     let model = ModelConfig::Mlp(MlpConfig {
         hidden: vec![128, 400],
         activation,
+        ..MlpConfig::default()
     });
     let config = TrainConfig {
         optimizer,
@@ -173,4 +174,45 @@ fn the_pytorch_trained_tutorial_model_scores_exactly_as_in_pytorch() {
         "{} vs {expected_loss}",
         evaluation.avg_loss
     );
+}
+
+#[test]
+fn the_hand_written_benchmark_reference_takes_the_same_three_adam_steps() {
+    use digits::bench::reference::ReferenceMlp;
+    let path = fixture("mlp_relu_adam.safetensors");
+    let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
+    let mut reference = ReferenceMlp::new(with_prefix("init."), 0.01).unwrap();
+    for step in 0..3 {
+        let batch = reference_batch(&path, step);
+        let values = with_prefix(&format!("step{step}."));
+        let logits = NamedTensor {
+            shape: vec![32, 10],
+            values: reference.forward(&batch.pixels).to_vec(),
+        };
+        assert_close(
+            &format!("step{step} logits"),
+            &logits,
+            &values["logits"],
+            1e-5,
+        );
+
+        let loss = reference.step(&batch);
+        let expected = values["loss"].values[0];
+        assert!(
+            ((loss - expected) / expected).abs() <= 1e-5,
+            "step{step} loss {loss} vs {expected}"
+        );
+        assert_all_close(
+            &format!("step{step} grad"),
+            &reference.tensors(true),
+            &with_prefix(&format!("step{step}.grad.")),
+            1e-4,
+        );
+        assert_all_close(
+            &format!("step{step} after"),
+            &reference.tensors(false),
+            &with_prefix(&format!("step{step}.after.")),
+            1e-4,
+        );
+    }
 }

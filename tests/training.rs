@@ -166,8 +166,15 @@ fn a_loss_that_stops_being_finite_stops_training_before_it_is_saved() {
         history: Vec::new(),
     };
     let data = Dataset::lite(Split::Train).truncated(64);
-    let err =
-        digits::train::fit(&mut trainer, &data, &data, &mut Quiet, &mut checkpoint).unwrap_err();
+    let err = digits::train::fit(
+        &mut trainer,
+        &data,
+        None,
+        &data,
+        &mut Quiet,
+        &mut checkpoint,
+    )
+    .unwrap_err();
     assert!(
         matches!(
             err,

@@ -1,83 +1,224 @@
-//! `digits bench`: the tutorial workload's speed.
+//! `digits bench`: how fast each workload runs, beside the hand-written reference and PyTorch.
 
 use clap::Args;
-use digits::bench::{self, TUTORIAL_EPOCH_IMAGES};
+use digits::bench::{self, EpochTiming, TUTORIAL_EPOCH_IMAGES, pytorch};
 use digits::data::{Dataset, Split};
 use digits::device::DeviceChoice;
 use digits::files::encode_png;
+use digits::model::{Model, ModelKind};
 use digits::predict::Predictor;
 use digits::prepare::{self, Prepared};
-
-fn ms(duration: std::time::Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
-}
+use digits::train::{Preset, TrainConfig};
+use serde::Serialize;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Timed runs; the median is reported.
+    /// Timed runs of each workload; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
-    /// Images per timed run (an epoch of MNIST is 60,000).
+    /// Images per timed tutorial-epoch run (an epoch of MNIST is 60,000).
     #[arg(long, default_value_t = TUTORIAL_EPOCH_IMAGES)]
     images: usize,
+    /// Images per timed CNN training run.
+    #[arg(long, default_value_t = 2048)]
+    cnn_images: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The Python that runs bench/pytorch_baseline.py, if it can import torch.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Skip the PyTorch baseline even when torch is installed.
+    #[arg(long)]
+    no_pytorch: bool,
     /// auto (the best available) or cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
 }
 
+/// Every figure, as `--json` prints it.
+#[derive(Debug, Serialize)]
+struct Report {
+    device: String,
+    images_per_run: usize,
+    repeat: u32,
+    tutorial_epoch_s: f64,
+    tutorial_images_per_s: f64,
+    reference_epoch_s: f64,
+    /// digits' tutorial epoch over the hand-written reference's.
+    tutorial_over_reference: f64,
+    pytorch_epoch_s: Option<f64>,
+    pytorch_epoch_s_1_thread: Option<f64>,
+    /// PyTorch's (best of its thread settings) tutorial epoch over digits'.
+    speedup_over_pytorch: Option<f64>,
+    cnn_train_images_per_s: f64,
+    pytorch_cnn_train_images_per_s: Option<f64>,
+    mlp_inference_images_per_s: f64,
+    cnn_inference_images_per_s: f64,
+    pytorch_mlp_inference_images_per_s: Option<f64>,
+    one_image_ms: f64,
+    pytorch_one_image_ms: Option<f64>,
+    photo_2000px_ms: f64,
+    photo_2000px_png_ms: f64,
+    peak_rss_mb: Option<f64>,
+    pytorch: Option<pytorch::PytorchFigures>,
+    pytorch_note: Option<String>,
+}
+
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// The median of `repeat` runs of `work`.
+fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming {
+    let mut timings: Vec<EpochTiming> = (0..repeat).map(|_| work()).collect();
+    timings.sort_by_key(|t| t.elapsed);
+    timings[timings.len() / 2]
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
+    anyhow::ensure!(args.cnn_images > 0, "--cnn-images must be at least 1");
     let selected = args.device.select();
-    println!("Using {} device ({})", selected.name, selected.reason);
-    println!(
-        "Tutorial workload: MLP 784-128-400-10, batch 32, Adam, {} images per run",
-        args.images
-    );
-    let mut timings: Vec<_> = (0..args.repeat)
-        .map(|run| {
-            let timing = bench::tutorial_epoch(args.images, 50, &selected.device);
-            println!(
-                "  run {}: {:.3} s, {:.0} images/s",
-                run + 1,
-                timing.elapsed.as_secs_f64(),
-                timing.images_per_second()
-            );
-            timing
-        })
-        .collect();
-    timings.sort_by_key(|a| a.elapsed);
-    let median = timings[timings.len() / 2];
-    println!(
-        "median: {:.0} images/s, {:.2} s per 60,000-image epoch",
-        median.images_per_second(),
-        median.epoch_seconds()
-    );
+    let say = |line: String| {
+        if !args.json {
+            println!("{line}");
+        }
+    };
+    say(format!(
+        "Using {} device ({})",
+        selected.name, selected.reason
+    ));
+    let device = &selected.device;
 
-    let predictor = Predictor::built_in(&selected.device);
+    let tutorial = median(args.repeat, || {
+        bench::tutorial_epoch(args.images, 50, device)
+    });
+    say(format!(
+        "tutorial epoch (MLP 784-128-400-10, batch 32, Adam): {:.2} s ({:.0} images/s)",
+        tutorial.epoch_seconds(),
+        tutorial.images_per_second()
+    ));
+    let reference = median(args.repeat, || bench::reference_epoch(args.images, 50));
+    say(format!(
+        "hand-written reference, same workload:                {:.2} s ({:.2}x digits' time)",
+        reference.epoch_seconds(),
+        tutorial.epoch_seconds() / reference.epoch_seconds()
+    ));
+
+    let (pytorch, pytorch_note) = if args.no_pytorch {
+        (None, Some("skipped (--no-pytorch)".to_string()))
+    } else if !pytorch::available(&args.python) {
+        (None, Some(format!("{} cannot import torch", args.python)))
+    } else {
+        say("running bench/pytorch_baseline.py ...".into());
+        match pytorch::run(&args.python, args.images, args.repeat as usize) {
+            Ok(figures) => (Some(figures), None),
+            Err(err) => (None, Some(format!("{err:#}"))),
+        }
+    };
+    let pytorch_best = pytorch
+        .as_ref()
+        .map(|p| p.tutorial_epoch_s.min(p.tutorial_epoch_s_1_thread));
+    match (&pytorch, &pytorch_note) {
+        (Some(p), _) => say(format!(
+            "PyTorch {} preloaded, same workload:          {:.2} s ({} threads), {:.2} s (1 thread): digits is {:.1}x faster",
+            p.torch_version,
+            p.tutorial_epoch_s,
+            p.default_threads,
+            p.tutorial_epoch_s_1_thread,
+            pytorch_best.unwrap_or(f64::NAN) / tutorial.epoch_seconds()
+        )),
+        (None, Some(note)) => say(format!("PyTorch baseline: not run ({note})")),
+        (None, None) => {}
+    }
+
+    let (_, best) = Preset::Best.recipe(digits::data::DatasetName::MnistLite);
+    let cnn_config = ModelKind::Cnn.config();
+    let cnn_train = TrainConfig {
+        augment: None,
+        ..best
+    };
+    let cnn = median(args.repeat, || {
+        bench::training(&cnn_config, &cnn_train, args.cnn_images, 5, device)
+    });
+    say(format!(
+        "cnn training (batch 64, AdamW, augmentation not included): {:.0} images/s",
+        cnn.images_per_second()
+    ));
+
+    let mlp_model = Model::init(&ModelKind::Mlp.config(), 0, device);
+    let cnn_model = Model::init(&cnn_config, 0, device);
+    let mlp_inference = median(args.repeat, || bench::inference(&mlp_model, 10_000, 1000));
+    let cnn_inference = median(args.repeat, || bench::inference(&cnn_model, 2_000, 1000));
+    say(format!(
+        "batch inference (batch 1000): MLP {:.0} images/s, cnn {:.0} images/s",
+        mlp_inference.images_per_second(),
+        cnn_inference.images_per_second()
+    ));
+
+    let predictor = Predictor::built_in(device);
     let digit = Prepared {
         pixels: Dataset::lite(Split::Test).image(0).to_vec(),
     };
     let one = bench::median_time(200, || {
         predictor.predict(std::slice::from_ref(&digit));
     });
-    println!("one prepared image predicted in-process: {:.3} ms", ms(one));
+    say(format!(
+        "one prepared image predicted in-process: {:.3} ms",
+        ms(one)
+    ));
     let photo = bench::photo(2000);
     let png = encode_png(&photo);
     let prepare_predict = bench::median_time(9, || {
         let prepared = prepare::prepare(&photo).expect("the photo holds a digit");
         predictor.predict(&[prepared]);
     });
-    println!(
-        "2000x2000 photo, prepared and predicted: {:.1} ms",
-        ms(prepare_predict)
-    );
     let with_decode = bench::median_time(9, || {
         let image = prepare::decode(&png).expect("the PNG decodes");
         predictor.predict(&[prepare::prepare(&image).expect("the photo holds a digit")]);
     });
-    println!(
-        "the same from its PNG file, decoding included: {:.1} ms",
+    say(format!(
+        "2000x2000 photo prepared and predicted: {:.1} ms ({:.1} ms from its PNG file)",
+        ms(prepare_predict),
         ms(with_decode)
-    );
+    ));
+    let peak_rss_mb = bench::peak_rss_mb();
+    if let Some(mb) = peak_rss_mb {
+        say(format!("peak memory of this benchmark process: {mb:.0} MB"));
+    }
+
+    if args.json {
+        let report = Report {
+            device: selected.name.to_string(),
+            images_per_run: args.images,
+            repeat: args.repeat,
+            tutorial_epoch_s: tutorial.epoch_seconds(),
+            tutorial_images_per_s: tutorial.images_per_second(),
+            reference_epoch_s: reference.epoch_seconds(),
+            tutorial_over_reference: tutorial.epoch_seconds() / reference.epoch_seconds(),
+            pytorch_epoch_s: pytorch.as_ref().map(|p| p.tutorial_epoch_s),
+            pytorch_epoch_s_1_thread: pytorch.as_ref().map(|p| p.tutorial_epoch_s_1_thread),
+            speedup_over_pytorch: pytorch_best.map(|p| p / tutorial.epoch_seconds()),
+            cnn_train_images_per_s: cnn.images_per_second(),
+            pytorch_cnn_train_images_per_s: pytorch.as_ref().map(|p| p.cnn_train_images_per_s),
+            mlp_inference_images_per_s: mlp_inference.images_per_second(),
+            cnn_inference_images_per_s: cnn_inference.images_per_second(),
+            pytorch_mlp_inference_images_per_s: pytorch
+                .as_ref()
+                .map(|p| p.mlp_inference_images_per_s),
+            one_image_ms: ms(one),
+            pytorch_one_image_ms: pytorch.as_ref().map(|p| p.one_image_ms),
+            photo_2000px_ms: ms(prepare_predict),
+            photo_2000px_png_ms: ms(with_decode),
+            peak_rss_mb,
+            pytorch,
+            pytorch_note,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serialises")
+        );
+    }
     Ok(())
 }

@@ -6,15 +6,17 @@ use clap::Args;
 use digits::data::Split;
 use digits::device::DeviceChoice;
 use digits::eval;
+use digits::model::Ensemble;
 use digits::run::RunDir;
 
 use super::DataArgs;
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
-    /// The run folder to evaluate.
-    #[arg(long, value_name = "RUN")]
-    model: PathBuf,
+    /// The run folder to evaluate; repeat it to evaluate an ensemble that averages the
+    /// models' probabilities.
+    #[arg(long = "model", value_name = "RUN", required = true)]
+    models: Vec<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
     /// Images per batch (the average loss is a mean of batch means, as in the tutorial).
@@ -28,15 +30,28 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let selected = args.device.select();
     println!("Using {} device ({})", selected.name, selected.reason);
-    let (config, model) = RunDir::open(&args.model)?.load_model(&selected.device)?;
-    let test = args.data.resolve(config.dataset)?.load(Split::Test)?;
-    let evaluation = eval::evaluate(&model, &test, args.batch_size as usize);
-    println!(
-        "Model: {} after {} epochs on {}",
-        config.model.describe(),
-        config.epochs_done,
-        config.dataset
-    );
+    let (configs, models) = args
+        .models
+        .iter()
+        .map(|run| RunDir::open(run)?.load_model(&selected.device))
+        .collect::<Result<(Vec<_>, Vec<_>), _>>()?;
+    let test = args.data.resolve(configs[0].dataset)?.load(Split::Test)?;
+    let evaluation =
+        eval::evaluate_ensemble(&Ensemble::new(models), &test, args.batch_size as usize);
+    for config in &configs {
+        println!(
+            "Model: {} after {} epochs on {}",
+            config.model.describe(),
+            config.epochs_done,
+            config.dataset
+        );
+    }
+    if configs.len() > 1 {
+        println!(
+            "Ensemble of {} models, averaging probabilities",
+            configs.len()
+        );
+    }
     println!("Test set: {} ({} images)", test.name, test.len());
     println!(
         "Accuracy: {:.2}%, Avg loss: {:>8.6}",

@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod eval;
+mod interop;
 mod predict;
 mod progress;
 mod report;
@@ -43,8 +44,12 @@ enum Command {
     Report(report::ReportArgs),
     /// Overlay the curves of several runs, or train variants and compare them.
     Compare(report::CompareArgs),
-    /// Time the tutorial's training workload.
+    /// Time the workloads beside a hand-written reference and PyTorch.
     Bench(bench::BenchArgs),
+    /// Make a run from a PyTorch state dict (.safetensors, .pt, .pth).
+    Import(interop::ImportArgs),
+    /// Write a run's model as a PyTorch state dict or an ONNX file.
+    Export(interop::ExportArgs),
 }
 
 /// Runs the command; `Ok(false)` means it finished but some inputs failed (exit code 1).
@@ -59,6 +64,8 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Report(args) => report::report(args),
         Command::Compare(args) => report::compare(args),
         Command::Bench(args) => bench::run(args),
+        Command::Import(args) => interop::import(args),
+        Command::Export(args) => interop::export(args),
     }?;
     Ok(true)
 }

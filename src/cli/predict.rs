@@ -20,9 +20,10 @@ pub struct PredictArgs {
     /// Image files, folders (every image in them, sorted), or - for standard input.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// A run folder [default: the model built into digits].
-    #[arg(long, value_name = "RUN")]
-    model: Option<PathBuf>,
+    /// A run folder [default: the model built into digits]; repeat it to average several
+    /// models' probabilities (an ensemble).
+    #[arg(long = "model", value_name = "RUN")]
+    models: Vec<PathBuf>,
     /// How many of the most probable digits to show (text format).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=10))]
     top: u8,
@@ -57,9 +58,11 @@ struct Input {
 /// Returns `Ok(true)` when every input was read, `Ok(false)` when some failed.
 pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
     let device = args.device.select().device;
-    let predictor = match &args.model {
-        Some(run) => Predictor::load(run, &device)?,
-        None => Predictor::built_in(&device),
+    let predictor = if args.models.is_empty() {
+        Predictor::built_in(&device)
+    } else {
+        let runs: Vec<&std::path::Path> = args.models.iter().map(PathBuf::as_path).collect();
+        Predictor::load(&runs, &device)?
     };
     if let Some(dir) = &args.save_preprocessed {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

@@ -111,6 +111,13 @@ impl TrainObserver for TrainPrinter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        if let (Some(accuracy), Some(loss)) = (metrics.validation_accuracy, metrics.validation_loss)
+        {
+            println!(
+                "Validation: \n Accuracy: {:.2}%, Avg loss: {loss:>8.6}",
+                100.0 * accuracy
+            );
+        }
         println!(
             "Test Error: \n Accuracy: {:.1}%, Avg loss: {:>8.6} \n",
             100.0 * metrics.test_accuracy,

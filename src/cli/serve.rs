@@ -12,9 +12,10 @@ use digits::serve::{self, AppState};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// A run folder [default: the model built into digits].
-    #[arg(long, value_name = "RUN")]
-    model: Option<PathBuf>,
+    /// A run folder [default: the model built into digits]; repeat it to average several
+    /// models' probabilities (an ensemble).
+    #[arg(long = "model", value_name = "RUN")]
+    models: Vec<PathBuf>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
@@ -25,9 +26,11 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let device = args.device.select().device;
-    let predictor = match &args.model {
-        Some(run) => Predictor::load(run, &device)?,
-        None => Predictor::built_in(&device),
+    let predictor = if args.models.is_empty() {
+        Predictor::built_in(&device)
+    } else {
+        let runs: Vec<&std::path::Path> = args.models.iter().map(PathBuf::as_path).collect();
+        Predictor::load(&runs, &device)?
     };
     let state = Arc::new(AppState::new(predictor));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

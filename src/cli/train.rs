@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use digits::augment::AugmentConfig;
 use digits::data::{DatasetName, Split};
 use digits::device::DeviceChoice;
-use digits::model::{Activation, MlpConfig, ModelConfig};
+use digits::model::{Activation, ModelConfig, ModelKind, Normalization};
 use digits::run::{RunCheckpoint, RunDir};
-use digits::train::{self, OptimizerKind, TrainConfig, Trainer};
+use digits::train::{self, LrSchedule, OptimizerKind, Preset, Trainer};
 
 use super::{DataArgs, progress::TrainPrinter};
 
@@ -25,33 +26,67 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
 }
 
-/// What to train on and how: every training flag but where the run goes.
+/// What to train on and how: every training flag but where the run goes. A flag given
+/// overrides the preset's value.
 #[derive(Debug, Clone, Args)]
 pub struct TrainSettings {
     #[command(flatten)]
     data: DataArgs,
+    /// tutorial (the tutorial's MLP and settings) or best (the strongest recipe for a laptop
+    /// CPU: cnn, AdamW, one-cycle, augmentation) [default: tutorial].
+    #[arg(long)]
+    preset: Option<Preset>,
+    /// mlp (the tutorial's), mlp-large, lenet5 or cnn [default: the preset's].
+    #[arg(long)]
+    model: Option<ModelKind>,
     /// Epochs to train (with --resume: further epochs) [default: 10].
     #[arg(long)]
     epochs: Option<usize>,
     /// Images per batch [default: 32].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     batch_size: Option<u32>,
-    /// Learning rate [default: 0.01].
+    /// Learning rate (the peak, with a schedule) [default: 0.01].
     #[arg(long)]
     lr: Option<f64>,
-    /// adam or sgd [default: adam].
+    /// adam, adamw or sgd [default: adam].
     #[arg(long)]
     optimizer: Option<OptimizerKind>,
+    /// Weight decay [default: 0; AdamW: 0.01].
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// SGD momentum, e.g. 0.9 [default: 0].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// constant, one-cycle, cosine or step[:EPOCHS[:FACTOR]] [default: constant].
+    #[arg(long)]
+    schedule: Option<LrSchedule>,
+    /// Label smoothing, e.g. 0.1 [default: 0].
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Random distortions of the training images: none, digits (affine and elastic),
+    /// affine, or clothes (flips and shifts) [default: none].
+    #[arg(long)]
+    augment: Option<AugmentChoice>,
+    /// Standardise inputs with the training set's mean and standard deviation.
+    #[arg(long)]
+    normalize: bool,
+    /// Hold out the last N training images to pick the best epoch (saved as
+    /// best.safetensors, which eval, predict and serve then use).
+    #[arg(long, value_name = "N")]
+    validation: Option<usize>,
+    /// With --validation: stop after N epochs without a better validation accuracy.
+    #[arg(long, value_name = "N")]
+    patience: Option<usize>,
     /// relu or sigmoid [default: relu].
     #[arg(long)]
     activation: Option<Activation>,
-    /// Hidden layer widths [default: 128,400].
+    /// MLP hidden layer widths [default: 128,400].
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
     hidden: Option<Vec<u32>>,
     /// Reshuffle the training set every epoch (the tutorial keeps its order).
     #[arg(long)]
     shuffle: bool,
-    /// Seed for the initial weights and shuffling [default: 0].
+    /// Seed for the initial weights, shuffling and augmentation [default: 0].
     #[arg(long)]
     seed: Option<u64>,
     /// auto (the best available) or cpu.
@@ -60,6 +95,29 @@ pub struct TrainSettings {
     /// Train on only the first N training images (for quick experiments).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+}
+
+/// The augmentations `--augment` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AugmentChoice {
+    None,
+    Digits,
+    Affine,
+    Clothes,
+}
+
+impl AugmentChoice {
+    fn config(self) -> Option<AugmentConfig> {
+        match self {
+            AugmentChoice::None => None,
+            AugmentChoice::Digits => Some(AugmentConfig::digits()),
+            AugmentChoice::Affine => Some(AugmentConfig {
+                elastic: None,
+                ..AugmentConfig::digits()
+            }),
+            AugmentChoice::Clothes => Some(AugmentConfig::clothes()),
+        }
+    }
 }
 
 impl TrainSettings {
@@ -72,6 +130,20 @@ impl TrainSettings {
             "lr" => self.lr = Some(value.parse().map_err(|e| invalid(&e))?),
             "batch-size" => self.batch_size = Some(value.parse().map_err(|e| invalid(&e))?),
             "seed" => self.seed = Some(value.parse().map_err(|e| invalid(&e))?),
+            "model" => self.model = Some(value.parse().map_err(|e| invalid(&e))?),
+            "preset" => self.preset = Some(value.parse().map_err(|e| invalid(&e))?),
+            "schedule" => self.schedule = Some(value.parse().map_err(|e| invalid(&e))?),
+            "weight-decay" => self.weight_decay = Some(value.parse().map_err(|e| invalid(&e))?),
+            "momentum" => self.momentum = Some(value.parse().map_err(|e| invalid(&e))?),
+            "label-smoothing" => {
+                self.label_smoothing = Some(value.parse().map_err(|e| invalid(&e))?)
+            }
+            "augment" => {
+                self.augment = Some(
+                    <AugmentChoice as clap::ValueEnum>::from_str(value, false)
+                        .map_err(|e| invalid(&e))?,
+                )
+            }
             "hidden" => {
                 let widths = value
                     .split('+')
@@ -81,8 +153,46 @@ impl TrainSettings {
                 self.hidden = Some(widths);
             }
             other => bail!(
-                "--vary cannot vary '{other}': choose activation, optimizer, lr, batch-size, seed or hidden"
+                "--vary cannot vary '{other}': choose activation, optimizer, lr, batch-size, seed, \
+                 hidden, model, preset, schedule, weight-decay, momentum, label-smoothing or augment"
             ),
+        }
+        Ok(())
+    }
+
+    /// Refuses values no training could use, before any data is loaded.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.epochs == Some(0) {
+            bail!("--epochs must be at least 1");
+        }
+        if self.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
+            bail!("--lr must be a positive number");
+        }
+        if self
+            .weight_decay
+            .is_some_and(|w| !(w.is_finite() && w >= 0.0))
+        {
+            bail!("--weight-decay must be zero or a positive number");
+        }
+        if self.momentum.is_some_and(|m| !(0.0..1.0).contains(&m)) {
+            bail!("--momentum must be in [0, 1)");
+        }
+        if self
+            .label_smoothing
+            .is_some_and(|s| !(0.0..1.0).contains(&s))
+        {
+            bail!("--label-smoothing must be in [0, 1)");
+        }
+        if self.patience.is_some() && self.validation.unwrap_or(0) == 0 {
+            bail!("--patience needs --validation N: the images to judge each epoch on");
+        }
+        if self.hidden.is_some()
+            && !matches!(
+                self.model,
+                None | Some(ModelKind::Mlp | ModelKind::MlpLarge)
+            )
+        {
+            bail!("--hidden sets the widths of an MLP; the convolutional models have fixed layers");
         }
         Ok(())
     }
@@ -101,12 +211,7 @@ pub fn train(
     resume: Option<&Path>,
     out: Option<PathBuf>,
 ) -> anyhow::Result<PathBuf> {
-    if args.epochs == Some(0) {
-        bail!("--epochs must be at least 1");
-    }
-    if args.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
-        bail!("--lr must be a positive number");
-    }
+    args.check()?;
     let resumed = match resume {
         Some(path) => {
             let run = RunDir::open(path)?;
@@ -114,9 +219,16 @@ pub fn train(
         }
         None => None,
     };
-    if resumed.is_some() && (args.activation.is_some() || args.hidden.is_some()) {
+    if resumed.is_some()
+        && (args.activation.is_some()
+            || args.hidden.is_some()
+            || args.model.is_some()
+            || args.preset.is_some()
+            || args.normalize)
+    {
         bail!(
-            "--activation and --hidden cannot change when resuming: the architecture is the saved run's"
+            "--preset, --model, --activation, --hidden and --normalize cannot change when \
+             resuming: the architecture is the saved run's"
         );
     }
 
@@ -132,9 +244,9 @@ pub fn train(
         train_set = train_set.truncated(limit);
     }
     let test_set = resolved.load(Split::Test)?;
-    anyhow::ensure!(!train_set.is_empty(), "the training set is empty");
 
-    let (model_config, mut config, weights, history, out, resume_state) = match resumed {
+    let preset = args.preset.unwrap_or_default();
+    let (mut model_config, mut config, weights, history, out, resume_state) = match resumed {
         Some((saved, run)) => {
             let mut config = saved.train.clone();
             config.epochs = saved.epochs_done + args.epochs.unwrap_or(saved.train.epochs);
@@ -143,25 +255,26 @@ pub fn train(
             (
                 saved.model,
                 config,
-                run.weights()?,
+                Some(run.weights()?),
                 run.metrics()?,
                 out,
                 resume_state,
             )
         }
         None => {
-            let model_config = ModelConfig::Mlp(MlpConfig {
-                hidden: args
-                    .hidden
-                    .clone()
-                    .map(|h| h.into_iter().map(|w| w as usize).collect())
-                    .unwrap_or_else(|| MlpConfig::default().hidden),
-                activation: args.activation.unwrap_or_default(),
-            });
-            let config = TrainConfig {
-                epochs: args.epochs.unwrap_or(TrainConfig::default().epochs),
-                ..TrainConfig::default()
-            };
+            let (kind, mut config) = preset.recipe(resolved.dataset);
+            let mut model_config = args.model.unwrap_or(kind).config();
+            if let ModelConfig::Mlp(mlp) = &mut model_config {
+                if let Some(hidden) = &args.hidden {
+                    mlp.hidden = hidden.iter().map(|&w| w as usize).collect();
+                }
+                mlp.activation = args.activation.unwrap_or(mlp.activation);
+            } else if let (ModelConfig::Cnn(cnn), Some(activation)) =
+                (&mut model_config, args.activation)
+            {
+                cnn.activation = activation;
+            }
+            config.epochs = args.epochs.unwrap_or(config.epochs);
             let out = match out {
                 Some(out) if out.join("config.json").exists() => bail!(
                     "{} already holds a run; continue it with --resume {0}, or choose another --out",
@@ -170,8 +283,7 @@ pub fn train(
                 Some(out) => out,
                 None => next_free_run_dir(Path::new("runs"), "tutorial"),
             };
-            let weights = model_config.initial_weights(args.seed.unwrap_or(config.seed));
-            (model_config, config, weights, Vec::new(), out, None)
+            (model_config, config, None, Vec::new(), out, None)
         }
     };
     if let Some(batch_size) = args.batch_size {
@@ -179,8 +291,36 @@ pub fn train(
     }
     config.lr = args.lr.unwrap_or(config.lr);
     config.optimizer = args.optimizer.unwrap_or(config.optimizer);
+    config.weight_decay = args.weight_decay.or(config.weight_decay);
+    config.momentum = args.momentum.unwrap_or(config.momentum);
+    config.schedule = args.schedule.unwrap_or(config.schedule);
+    config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
+    if let Some(choice) = args.augment {
+        config.augment = choice.config();
+    }
+    config.validation = args.validation.unwrap_or(config.validation);
+    config.patience = args.patience.or(config.patience);
     config.shuffle |= args.shuffle;
     config.seed = args.seed.unwrap_or(config.seed);
+
+    let validation_set = (config.validation > 0).then(|| train_set.split_off(config.validation));
+    anyhow::ensure!(
+        !train_set.is_empty(),
+        "the training set is empty{}",
+        if config.validation > 0 {
+            " once the validation images are held out"
+        } else {
+            ""
+        }
+    );
+    if weights.is_none() && (args.normalize || preset.normalizes()) {
+        let (mean, std) = train_set.pixel_statistics();
+        *model_config.normalization_mut() = Some(Normalization {
+            mean,
+            std: std.max(1e-6),
+        });
+    }
+    let weights = weights.unwrap_or_else(|| model_config.initial_weights(config.seed));
 
     let run_dir = RunDir::create(&out)?;
     let first = test_set
@@ -188,10 +328,14 @@ pub fn train(
         .next()
         .context("the test set is empty")?;
     println!(
-        "Dataset: {} ({} training images, {} test images)",
+        "Dataset: {} ({} training images, {} test images{})",
         resolved.dataset,
         train_set.len(),
-        test_set.len()
+        test_set.len(),
+        validation_set
+            .as_ref()
+            .map(|v| format!(", {} held out for validation", v.len()))
+            .unwrap_or_default()
     );
     println!("Shape of X [N, C, H, W]: {:?}", first.shape());
     println!("Shape of y: [{}] int64", first.len());
@@ -214,13 +358,26 @@ pub fn train(
         dataset: resolved.dataset,
         history,
     };
-    train::fit(
+    let history = train::fit(
         &mut trainer,
         &train_set,
+        validation_set.as_ref(),
         &test_set,
         &mut TrainPrinter::new(),
         &mut checkpoint,
     )?;
+    let best = history
+        .iter()
+        .filter_map(|m| m.validation_accuracy.map(|a| (a, m)))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    if let Some((validation_accuracy, metrics)) = best {
+        println!(
+            "Best epoch by validation: {} (validation {:.2}%, test {:.2}%), saved as best.safetensors",
+            metrics.epoch,
+            100.0 * validation_accuracy,
+            100.0 * metrics.test_accuracy
+        );
+    }
     Ok(out)
 }
 

@@ -173,6 +173,30 @@ impl Dataset {
     }
 
     /// The first `len` items, or all of them: for short runs on a slice of a set.
+    /// Takes the last `count` images out as a separate set (for validation).
+    pub fn split_off(&mut self, count: usize) -> Dataset {
+        let keep = self.len().saturating_sub(count);
+        Dataset {
+            name: self.name,
+            split: self.split,
+            pixels: self.pixels.split_off(keep * IMAGE_PIXELS),
+            labels: self.labels.split_off(keep),
+        }
+    }
+
+    /// Mean and standard deviation of every pixel, scaled to [0, 1]: MNIST's are the
+    /// well-known 0.1307 and 0.3081.
+    pub fn pixel_statistics(&self) -> (f32, f32) {
+        let count = self.pixels.len().max(1) as f64;
+        let (sum, squares) = self.pixels.iter().fold((0.0f64, 0.0f64), |(s, q), &p| {
+            let v = f64::from(p) / 255.0;
+            (s + v, q + v * v)
+        });
+        let mean = sum / count;
+        let variance = (squares / count - mean * mean).max(0.0);
+        (mean as f32, variance.sqrt() as f32)
+    }
+
     pub fn truncated(mut self, len: usize) -> Self {
         let len = len.min(self.len());
         self.labels.truncate(len);

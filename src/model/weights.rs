@@ -48,6 +48,8 @@ pub enum WeightsError {
     UnexpectedTensor { name: String },
     #[error("tensor '{name}' holds a value that is not finite")]
     NotFinite { name: String },
+    #[error("the architecture is invalid: {0}")]
+    Architecture(String),
     #[error("cannot encode weights: {0}")]
     Encode(String),
 }
@@ -69,13 +71,23 @@ pub fn from_safetensors_bytes(
     prefix: &str,
     origin: &str,
 ) -> Result<Weights, WeightsError> {
+    select_from_safetensors_bytes(bytes, origin, |name| name.strip_prefix(prefix))
+}
+
+/// The float32 tensors of a safetensors file that `select` gives a name to (`None` skips a
+/// tensor, whatever its dtype).
+pub fn select_from_safetensors_bytes(
+    bytes: &[u8],
+    origin: &str,
+    select: impl Fn(&str) -> Option<&str>,
+) -> Result<Weights, WeightsError> {
     let file = SafeTensors::deserialize(bytes).map_err(|err| WeightsError::Format {
         path: origin.to_string(),
         reason: err.to_string(),
     })?;
     let mut weights = Weights::new();
     for (name, view) in file.tensors() {
-        let Some(short) = name.strip_prefix(prefix) else {
+        let Some(short) = select(&name) else {
             continue;
         };
         if view.dtype() != Dtype::F32 {

@@ -184,6 +184,7 @@ mod tests {
             model: ModelConfig::Mlp(MlpConfig {
                 hidden: vec![128, 400],
                 activation,
+                ..MlpConfig::default()
             }),
             train: TrainConfig {
                 optimizer,

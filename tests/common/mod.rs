@@ -85,6 +85,7 @@ pub fn train_saved_run(
     let history = fit(
         &mut trainer,
         train_set,
+        None,
         test_set,
         &mut Quiet,
         &mut checkpoint,

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""PyTorch baseline for `digits bench`: the same workloads, timed the same way.
+
+`digits bench` runs this when `python3 -c 'import torch'` works, passing the images it
+trains on as raw bytes, and reads the JSON it prints. Run by hand:
+
+    python3 bench/pytorch_baseline.py --images FILE --labels FILE [--count 60000] [--json]
+        FILE: N*784 uint8 pixels / N uint8 labels (digits bench writes them)
+    python3 bench/pytorch_baseline.py --tutorial-script DATA_ROOT [--epochs 1]
+        the tutorial as written (torchvision MNIST, DataLoader, ToTensor) on the IDX files in
+        DATA_ROOT/MNIST/raw, for the end-to-end comparison with `digits train`
+
+Workloads (each after a warm-up, the median of --repeat runs):
+- tutorial epoch: MLP 784-128-400-10, ReLU, Adam lr 0.01, batch 32, data preloaded as one
+  tensor, with 1 thread and with PyTorch's default thread count;
+- cnn training: digits' `cnn` model (two 3x3 conv + batch norm + pool blocks, fc 128), batch 64;
+- batch inference of the MLP, batch 1000; one image through the MLP.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """The tutorial's network."""
+
+    def __init__(self):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.hidden1 = nn.Linear(28 * 28, 128)
+        self.hidden2 = nn.Linear(128, 400)
+        self.output = nn.Linear(400, 10)
+
+    def forward(self, x):
+        x = self.flatten(x)
+        x = torch.relu(self.hidden1(x))
+        x = torch.relu(self.hidden2(x))
+        return self.output(x)
+
+
+class Cnn(nn.Module):
+    """digits' `cnn` model."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(32)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.fc1 = nn.Linear(64 * 7 * 7, 128)
+        self.output = nn.Linear(128, 10)
+        self.dropout = nn.Dropout(0.25)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.bn2(self.conv2(x))), 2)
+        x = torch.relu(self.fc1(self.dropout(x.flatten(1))))
+        return self.output(self.dropout(x))
+
+
+def median_seconds(work, repeat):
+    work()  # warm-up
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def train_images(model, optimizer, x, y, count, batch_size):
+    """Trains on `count` images, cycling through x."""
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    done = 0
+    while done < count:
+        for start in range(0, len(x), batch_size):
+            if done >= count:
+                return
+            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            loss = loss_fn(model(xb), yb)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            done += len(xb)
+
+
+def preloaded(args):
+    pixels = torch.frombuffer(bytearray(open(args.images, "rb").read()), dtype=torch.uint8)
+    labels = torch.frombuffer(bytearray(open(args.labels, "rb").read()), dtype=torch.uint8)
+    x = (pixels.float() / 255.0).reshape(-1, 1, 28, 28)
+    y = labels.long()
+    figures = {"torch_version": torch.__version__, "default_threads": torch.get_num_threads()}
+    default_threads = torch.get_num_threads()
+
+    for threads, key in [(1, "tutorial_epoch_s_1_thread"), (default_threads, "tutorial_epoch_s")]:
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = Net()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        seconds = median_seconds(lambda: train_images(model, optimizer, x, y, args.count, 32), args.repeat)
+        figures[key] = seconds * 60000 / args.count
+
+    torch.set_num_threads(default_threads)
+    cnn = Cnn()
+    cnn_optimizer = torch.optim.AdamW(cnn.parameters(), lr=0.003)
+    cnn_count = min(args.count, 4096)
+    seconds = median_seconds(lambda: train_images(cnn, cnn_optimizer, x, y, cnn_count, 64), args.repeat)
+    figures["cnn_train_images_per_s"] = cnn_count / seconds
+
+    model = Net().eval()
+    with torch.no_grad():
+        batch = x[:1000]
+        seconds = median_seconds(lambda: model(batch), args.repeat * 5)
+        figures["mlp_inference_images_per_s"] = len(batch) / seconds
+        one = x[:1]
+        figures["one_image_ms"] = 1000 * median_seconds(lambda: model(one), 200)
+    return figures
+
+
+def tutorial_script(args):
+    """The tutorial's own loop: torchvision dataset, DataLoader, ToTensor; one epoch timed."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets
+    from torchvision.transforms import ToTensor
+
+    training_data = datasets.MNIST(root=args.tutorial_script, train=True, download=False, transform=ToTensor())
+    train_dataloader = DataLoader(training_data, batch_size=32)
+    model = Net()
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    times = []
+    for _ in range(args.epochs):
+        started = time.perf_counter()
+        model.train()
+        for batch, (X, y) in enumerate(train_dataloader):
+            loss = loss_fn(model(X), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if batch % 100 == 0:
+                print(f"loss: {loss.item():>7f}", file=sys.stderr)
+        times.append(time.perf_counter() - started)
+    return {"torch_version": torch.__version__, "tutorial_script_epoch_s": statistics.median(times)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images")
+    parser.add_argument("--labels")
+    parser.add_argument("--count", type=int, default=60000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tutorial-script", metavar="DATA_ROOT")
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.tutorial_script:
+        figures = tutorial_script(args)
+    elif args.images and args.labels:
+        figures = preloaded(args)
+    else:
+        parser.error("give --images and --labels, or --tutorial-script DATA_ROOT")
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f"{key}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+//! The workloads `digits bench` times: training the tutorial MLP (digits, the hand-written
+//! [`reference`], and PyTorch through `bench/pytorch_baseline.py` when it is installed),
+//! training the `cnn` model, batch inference, one image, and a photo.
+//!
+//! The images come from the built-in set, cycled, so the figures never depend on what is
+//! downloaded; an epoch's cost depends on how many images pass, not which.
+
+pub mod pytorch;
+pub mod reference;
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::Device;
+
+use crate::data::{Batch, Dataset, Split};
+use crate::model::{Model, ModelConfig};
+use crate::train::{TrainConfig, Trainer};
+
+/// Images in one epoch of the tutorial: the MNIST training set.
+pub const TUTORIAL_EPOCH_IMAGES: usize = 60_000;
+
+/// One timing of a training or inference workload.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochTiming {
+    pub images: usize,
+    pub elapsed: Duration,
+}
+
+impl EpochTiming {
+    pub fn images_per_second(&self) -> f64 {
+        self.images as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The time a full 60,000-image epoch takes at this rate.
+    pub fn epoch_seconds(&self) -> f64 {
+        TUTORIAL_EPOCH_IMAGES as f64 / self.images_per_second()
+    }
+}
+
+/// Times `step` over `images` images in batches of `batch_size`, after `warmup` untimed
+/// batches.
+fn time_batches(
+    images: usize,
+    batch_size: usize,
+    warmup: usize,
+    mut step: impl FnMut(&Batch),
+) -> EpochTiming {
+    let data = Dataset::lite(Split::Train);
+    let mut batches = std::iter::repeat_with(|| data.batches(batch_size, None)).flatten();
+    for batch in batches.by_ref().take(warmup) {
+        step(&batch);
+    }
+    let started = Instant::now();
+    let mut done = 0;
+    for batch in batches {
+        if done >= images {
+            break;
+        }
+        done += batch.len();
+        step(&batch);
+    }
+    EpochTiming {
+        images: done,
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Trains `model` with `config` on `images` images after `warmup` untimed batches.
+pub fn training(
+    model: &ModelConfig,
+    config: &TrainConfig,
+    images: usize,
+    warmup: usize,
+    device: &Device,
+) -> EpochTiming {
+    let weights = model.initial_weights(config.seed);
+    let mut trainer = Trainer::new(model.clone(), weights, config.clone(), device)
+        .expect("fresh weights fit their own architecture");
+    time_batches(images, config.batch_size, warmup, |batch| {
+        trainer.step(batch);
+    })
+}
+
+/// The tutorial workload: its MLP, batch 32, Adam lr 0.01.
+pub fn tutorial_epoch(images: usize, warmup: usize, device: &Device) -> EpochTiming {
+    training(
+        &ModelConfig::default(),
+        &TrainConfig::default(),
+        images,
+        warmup,
+        device,
+    )
+}
+
+/// The tutorial workload through the hand-written [`reference::ReferenceMlp`].
+pub fn reference_epoch(images: usize, warmup: usize) -> EpochTiming {
+    let config = TrainConfig::default();
+    let weights = ModelConfig::default().initial_weights(config.seed);
+    let mut mlp = reference::ReferenceMlp::new(weights, config.lr as f32)
+        .expect("fresh weights fit the tutorial network");
+    crate::device::flush_subnormals_to_zero();
+    time_batches(images, config.batch_size, warmup, |batch| {
+        mlp.step(batch);
+    })
+}
+
+/// Forward passes of `model` over `images` images, `batch_size` at a time.
+pub fn inference(model: &Model, images: usize, batch_size: usize) -> EpochTiming {
+    let device = crate::model::Ensemble::new(vec![model.clone()]).device();
+    time_batches(images, batch_size, 1, |batch| {
+        let (x, _) = crate::eval::batch_tensors(batch, &device);
+        let _ = model.forward(x).into_data();
+    })
+}
+
+/// The most memory this process has held at once (Linux's VmHWM), in megabytes.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// A 2000x2000 colour "photo" of a test digit: dark ink on unevenly lit paper.
+pub fn photo(side: u32) -> image::DynamicImage {
+    let digit = Dataset::lite(Split::Test);
+    let small =
+        image::GrayImage::from_raw(28, 28, digit.image(0).to_vec()).expect("test images are 28x28");
+    let ink = image::imageops::resize(
+        &small,
+        side / 2,
+        side / 2,
+        image::imageops::FilterType::Triangle,
+    );
+    let offset = side / 4;
+    image::RgbImage::from_fn(side, side, |x, y| {
+        let light = 0.95 - 0.4 * (x as f32 / side as f32) * (y as f32 / side as f32);
+        let inside =
+            (offset..offset + side / 2).contains(&x) && (offset..offset + side / 2).contains(&y);
+        let a = if inside {
+            f32::from(ink.get_pixel(x - offset, y - offset)[0]) / 255.0
+        } else {
+            0.0
+        };
+        let v = ((light * (1.0 - a) + 0.1 * a) * 255.0) as u8;
+        image::Rgb([v, v, v.saturating_sub(10)])
+    })
+    .into()
+}
+
+/// The median of `runs` timings of `work`, after one untimed run.
+pub fn median_time(runs: usize, mut work: impl FnMut()) -> Duration {
+    work();
+    let mut times: Vec<Duration> = (0..runs.max(1))
+        .map(|_| {
+            let started = Instant::now();
+            work();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}

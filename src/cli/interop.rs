@@ -1,0 +1,124 @@
+//! `digits import` and `digits export`: PyTorch state dicts in, PyTorch and ONNX files out.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use digits::data::DatasetName;
+use digits::files::write_atomically;
+use digits::interop;
+use digits::model::{Activation, ModelConfig, ModelKind};
+use digits::run::{RunConfig, RunDir};
+use digits::train::TrainConfig;
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A PyTorch state dict: .safetensors, or .pt/.pth from torch.save.
+    file: PathBuf,
+    /// The architecture the weights are for: mlp, mlp-large, lenet5 or cnn.
+    #[arg(long, default_value = "mlp")]
+    arch: ModelKind,
+    /// MLP hidden layer widths [default: the architecture's, 128,400 for mlp].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
+    hidden: Option<Vec<u32>>,
+    /// relu or sigmoid [default: relu].
+    #[arg(long)]
+    activation: Option<Activation>,
+    /// The dataset the weights were trained on, used by eval by default.
+    #[arg(long, default_value = "mnist")]
+    dataset: DatasetName,
+    /// The run folder to create.
+    #[arg(long, default_value = "runs/imported")]
+    out: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    /// safetensors with PyTorch's names and layout, for `load_state_dict`.
+    Pytorch,
+    /// An ONNX graph (opset 13).
+    Onnx,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The run folder to export.
+    run: PathBuf,
+    /// pytorch or onnx.
+    #[arg(long)]
+    format: ExportFormat,
+    /// The file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn import(args: ImportArgs) -> anyhow::Result<()> {
+    if args.out.join("config.json").exists() {
+        bail!(
+            "{} already holds a run; choose another --out",
+            args.out.display()
+        );
+    }
+    let mut model = args.arch.config();
+    match &mut model {
+        ModelConfig::Mlp(mlp) => {
+            if let Some(hidden) = &args.hidden {
+                mlp.hidden = hidden.iter().map(|&w| w as usize).collect();
+            }
+            mlp.activation = args.activation.unwrap_or(mlp.activation);
+        }
+        ModelConfig::Cnn(cnn) => {
+            if args.hidden.is_some() {
+                bail!(
+                    "--hidden sets the widths of an MLP; the convolutional models have fixed layers"
+                );
+            }
+            cnn.activation = args.activation.unwrap_or(cnn.activation);
+        }
+    }
+    let imported = interop::import_state_dict(&args.file, &model)?;
+    if !imported.ignored.is_empty() {
+        println!(
+            "Ignored {} tensor(s) that are not parameters: {}",
+            imported.ignored.len(),
+            imported.ignored.join(", ")
+        );
+    }
+    let weights = imported.weights;
+    let run = RunDir::create(&args.out)?;
+    let config = RunConfig {
+        digits_version: env!("CARGO_PKG_VERSION").to_string(),
+        model,
+        train: TrainConfig::default(),
+        dataset: args.dataset,
+        epochs_done: 0,
+    };
+    run.save(&config, &weights, None, &[], false)?;
+    println!(
+        "Imported {} ({}) into {}",
+        args.file.display(),
+        config.model.describe(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+pub fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let run = RunDir::open(&args.run)?;
+    let (config, model) = run.load_model(&burn::tensor::Device::flex())?;
+    let weights = model.weights(&config.model);
+    let bytes = match args.format {
+        ExportFormat::Pytorch => interop::export_state_dict(&config.model, &weights)?,
+        ExportFormat::Onnx => interop::onnx::export(&config.model, &weights),
+    };
+    write_atomically(&args.out, &bytes)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("Wrote {} ({} bytes)", args.out.display(), bytes.len());
+    if let (ExportFormat::Pytorch, Some(n)) = (args.format, config.model.normalization()) {
+        println!(
+            "Note: this model standardises its input: feed it (pixels - {}) / {}",
+            n.mean, n.std
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Weights in and out: PyTorch state dicts (`.safetensors`, `.pt`/`.pth`) and ONNX.
+//!
+//! digits keeps every model under PyTorch's names and layouts (see [`crate::model`]), so a
+//! state dict moves in and out without a conversion table; the only differences are
+//! PyTorch's bookkeeping tensors, which this module adds and drops.
+
+pub mod onnx;
+
+use std::path::Path;
+
+use pytorch_reader::{DType, PytorchReader};
+use safetensors::{Dtype, tensor::TensorView};
+
+use crate::model::{ModelConfig, NamedTensor, Weights, WeightsError, weights};
+
+/// PyTorch's `BatchNorm2d` counts its training batches in this int64 buffer; digits has no
+/// use for it, but `load_state_dict` insists on it.
+const BATCHES_TRACKED: &str = "num_batches_tracked";
+
+/// Every way an import or export can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum InteropError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a PyTorch checkpoint: {reason}")]
+    Checkpoint { path: String, reason: String },
+    #[error(
+        "{path}: tensor '{name}' is {dtype}, but digits reads float32 weights (convert with \
+         `model.float()` before saving)"
+    )]
+    Dtype {
+        path: String,
+        name: String,
+        dtype: String,
+    },
+    #[error("{path} does not fit the architecture")]
+    Mismatch {
+        path: String,
+        #[source]
+        source: WeightsError,
+    },
+    #[error("{path}: unknown file type; expected .safetensors, .pt or .pth")]
+    UnknownFormat { path: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+}
+
+/// What an import found.
+#[derive(Debug)]
+pub struct Imported {
+    pub weights: Weights,
+    /// Tensors that are not parameters (their last name part is not `weight`, `bias`,
+    /// `running_mean` or `running_var`): saved outputs, metrics. Left out, and listed.
+    pub ignored: Vec<String>,
+}
+
+/// Whether `name` names a parameter or buffer a model of digits could have.
+fn is_parameter(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    matches!(last, "weight" | "bias" | "running_mean" | "running_var")
+}
+
+/// Reads a PyTorch state dict for `config`, checking every name, shape and dtype against it
+/// and naming the first that does not fit.
+pub fn import_state_dict(path: &Path, config: &ModelConfig) -> Result<Imported, InteropError> {
+    let display = path.display().to_string();
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let (weights, mut ignored) = match extension.as_deref() {
+        Some("safetensors") => read_safetensors_state_dict(path)?,
+        Some("pt" | "pth") => read_pytorch(path)?,
+        _ => return Err(InteropError::UnknownFormat { path: display }),
+    };
+    ignored.retain(|name| !name.ends_with(BATCHES_TRACKED));
+    ignored.sort();
+    // Building the model checks names and shapes in the architecture's order.
+    let device = burn::tensor::Device::flex();
+    crate::model::Model::from_weights(config, weights.clone(), &device).map_err(|source| {
+        InteropError::Mismatch {
+            path: display,
+            source,
+        }
+    })?;
+    Ok(Imported { weights, ignored })
+}
+
+/// The parameters of a safetensors state dict, and the names of the other tensors.
+fn read_safetensors_state_dict(path: &Path) -> Result<(Weights, Vec<String>), InteropError> {
+    let display = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| InteropError::Read {
+        path: display.clone(),
+        source,
+    })?;
+    let ignored = std::cell::RefCell::new(Vec::new());
+    let weights = weights::select_from_safetensors_bytes(&bytes, &display, |name| {
+        if is_parameter(name) {
+            Some(name)
+        } else {
+            ignored.borrow_mut().push(name.to_string());
+            None
+        }
+    })
+    .map_err(|err| match err {
+        WeightsError::Dtype { path, name, dtype } => InteropError::Dtype { path, name, dtype },
+        other => other.into(),
+    })?;
+    Ok((weights, ignored.into_inner()))
+}
+
+/// A `.pt`/`.pth` file written by `torch.save(model.state_dict())` (or a checkpoint holding
+/// one under `state_dict` or `model_state_dict`), read without Python by Burn's reader.
+fn read_pytorch(path: &Path) -> Result<(Weights, Vec<String>), InteropError> {
+    let display = path.display().to_string();
+    let open = |key: Option<&str>| match key {
+        None => PytorchReader::new(path),
+        Some(key) => PytorchReader::with_top_level_key(path, key),
+    };
+    let reader = [Some("state_dict"), Some("model_state_dict"), None]
+        .into_iter()
+        .map(open)
+        .find(|r| r.as_ref().is_ok_and(|r| !r.is_empty()))
+        .unwrap_or_else(|| open(None))
+        .map_err(|err| InteropError::Checkpoint {
+            path: display.clone(),
+            reason: err.to_string(),
+        })?;
+    let mut weights = Weights::new();
+    let mut ignored = Vec::new();
+    for name in reader.keys() {
+        if !is_parameter(&name) {
+            ignored.push(name);
+            continue;
+        }
+        let tensor = reader.get(&name).expect("the name came from the reader");
+        if tensor.dtype() != DType::F32 {
+            return Err(InteropError::Dtype {
+                path: display,
+                name,
+                dtype: format!("{:?}", tensor.dtype()),
+            });
+        }
+        let bytes = tensor.read().map_err(|source| InteropError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        let values = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        weights.insert(
+            name,
+            NamedTensor {
+                shape: tensor.shape().to_vec(),
+                values,
+            },
+        );
+    }
+    Ok((weights, ignored))
+}
+
+/// A safetensors file that the equivalent PyTorch module loads with
+/// `model.load_state_dict(safetensors.torch.load_file(FILE))`: digits' weights, plus a zero
+/// `num_batches_tracked` for each batch norm.
+pub fn export_state_dict(config: &ModelConfig, weights: &Weights) -> Result<Vec<u8>, InteropError> {
+    let encode = |err: safetensors::SafeTensorError| WeightsError::Encode(err.to_string());
+    let floats: Vec<(String, Vec<u8>, Vec<usize>)> = weights
+        .iter()
+        .map(|(name, t)| {
+            let raw = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), raw, t.shape.clone())
+        })
+        .collect();
+    let counters: Vec<String> = match config {
+        ModelConfig::Cnn(cnn) if cnn.batch_norm => (1..=cnn.conv.len())
+            .map(|i| format!("bn{i}.{BATCHES_TRACKED}"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let zero = 0i64.to_le_bytes();
+    let mut views = Vec::new();
+    for (name, raw, shape) in &floats {
+        views.push((
+            name.clone(),
+            TensorView::new(Dtype::F32, shape.clone(), raw).map_err(encode)?,
+        ));
+    }
+    for name in counters {
+        views.push((
+            name,
+            TensorView::new(Dtype::I64, vec![], &zero).map_err(encode)?,
+        ));
+    }
+    Ok(safetensors::serialize(views, None).map_err(encode)?)
+}

@@ -1,0 +1,303 @@
+//! PyTorch and ONNX interop: importing the tutorial's PyTorch weights, export round trips,
+//! refusals, and (where Python has torch and onnxruntime) the exported files run in them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use digits::data::{Dataset, Split};
+use digits::eval;
+use digits::interop;
+use digits::model::{Model, ModelConfig, ModelKind, Normalization, weights};
+use digits::run::{RunConfig, RunDir};
+use digits::train::{Quiet, TrainConfig, Trainer};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/reference")
+        .join(name)
+}
+
+/// values.json's accuracy (percent) and average loss of the PyTorch-trained tutorial model.
+fn reference_figures() -> (f64, f64) {
+    let values: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("values.json")).unwrap()).unwrap();
+    let trained = &values["tutorial_trained"];
+    (
+        trained["test_accuracy_percent"].as_f64().unwrap(),
+        trained["test_avg_loss_mean_of_batch_means"]
+            .as_f64()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn the_pytorch_trained_tutorial_model_imports_from_safetensors_and_pt_with_its_exact_figures() {
+    let (accuracy, loss) = reference_figures();
+    let test = Dataset::lite(Split::Test);
+    for file in [
+        "tutorial_trained.safetensors",
+        "tutorial_trained.pt",
+        "tutorial_checkpoint.pt",
+    ] {
+        let config = ModelConfig::default();
+        let imported = interop::import_state_dict(&fixture(file), &config).unwrap();
+        let expected_ignored: Vec<String> = if file.ends_with(".safetensors") {
+            vec!["eval.logits_first100".into()]
+        } else {
+            vec![]
+        };
+        assert_eq!(imported.ignored, expected_ignored, "{file}");
+        let model = Model::from_weights(&config, imported.weights, &Device::flex()).unwrap();
+        let evaluation = eval::evaluate(&model, &test, 32);
+        assert_eq!(evaluation.correct as f64 / 100.0, accuracy, "{file}");
+        assert!(
+            (evaluation.avg_loss - loss).abs() / loss < 1e-5,
+            "{file}: {} vs {loss}",
+            evaluation.avg_loss
+        );
+    }
+}
+
+#[test]
+fn import_makes_a_run_that_eval_reads_and_export_writes_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixture("tutorial_trained.safetensors");
+    let imported = common::digits(
+        dir.path(),
+        &[
+            "import",
+            source.to_str().unwrap(),
+            "--out",
+            "run",
+            "--dataset",
+            "mnist-lite",
+        ],
+    );
+    assert!(imported.status.success(), "{}", common::stderr(&imported));
+    assert!(
+        common::stdout(&imported)
+            .contains("Ignored 1 tensor(s) that are not parameters: eval.logits_first100")
+    );
+    let evaluated = common::digits(dir.path(), &["eval", "--model", "run"]);
+    let out = common::stdout(&evaluated);
+    let (accuracy, loss) = reference_figures();
+    assert!(
+        out.contains(&format!("Accuracy: {accuracy:.2}%, Avg loss: {loss:>8.6}")),
+        "{out}"
+    );
+
+    let exported = common::digits(
+        dir.path(),
+        &[
+            "export",
+            "run",
+            "--format",
+            "pytorch",
+            "--out",
+            "tutorial.safetensors",
+        ],
+    );
+    assert!(exported.status.success(), "{}", common::stderr(&exported));
+    let original = weights::read_safetensors(&source, "").unwrap();
+    let written = weights::read_safetensors(&dir.path().join("tutorial.safetensors"), "").unwrap();
+    for (name, tensor) in &written {
+        assert_eq!(tensor, &original[name], "{name}");
+    }
+    assert_eq!(written.len(), 6);
+
+    let again = common::digits(
+        dir.path(),
+        &["import", source.to_str().unwrap(), "--out", "run"],
+    );
+    common::assert_clean_failure(&again, "already holds a run");
+}
+
+/// A briefly trained model of `kind`, with the input normalisation of the best preset, saved
+/// as a run in `dir`.
+fn trained_run(kind: ModelKind, dir: &Path) -> (RunConfig, Model) {
+    let train = Dataset::lite(Split::Train).truncated(320);
+    let mut model = kind.config();
+    *model.normalization_mut() = Some(Normalization {
+        mean: 0.13,
+        std: 0.31,
+    });
+    let config = TrainConfig {
+        epochs: 1,
+        lr: 0.002,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(
+        model.clone(),
+        model.initial_weights(3),
+        config,
+        &Device::flex(),
+    )
+    .unwrap();
+    trainer.train_epoch(&train, &mut Quiet).unwrap();
+    let run = RunConfig {
+        digits_version: "test".into(),
+        model: trainer.model_config().clone(),
+        train: trainer.config().clone(),
+        dataset: train.name,
+        epochs_done: 1,
+    };
+    RunDir::create(dir)
+        .unwrap()
+        .save(&run, &trainer.weights(), None, &[], false)
+        .unwrap();
+    (run, trainer.model())
+}
+
+#[test]
+fn every_architecture_survives_export_and_import_with_identical_predictions() {
+    let test = Dataset::lite(Split::Test).truncated(200);
+    for kind in [
+        ModelKind::Mlp,
+        ModelKind::MlpLarge,
+        ModelKind::Lenet5,
+        ModelKind::Cnn,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, model) = trained_run(kind, &dir.path().join("run"));
+        let bytes = interop::export_state_dict(&run.model, &model.weights(&run.model)).unwrap();
+        let file = dir.path().join("exported.safetensors");
+        std::fs::write(&file, bytes).unwrap();
+        let imported = interop::import_state_dict(&file, &run.model).unwrap();
+        assert!(
+            imported.ignored.is_empty(),
+            "{kind:?}: {:?}",
+            imported.ignored
+        );
+        let reloaded = Model::from_weights(&run.model, imported.weights, &Device::flex()).unwrap();
+        let before = eval::evaluate(&model, &test, 50);
+        let after = eval::evaluate(&reloaded, &test, 50);
+        assert_eq!(before.predictions, after.predictions, "{kind:?}");
+        assert_eq!(before.avg_loss, after.avg_loss, "{kind:?}");
+    }
+}
+
+#[test]
+fn files_that_do_not_fit_are_refused_naming_the_first_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let trained = fixture("tutorial_trained.safetensors");
+    let trained = trained.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["import", trained, "--hidden", "64,400"],
+            "tensor 'hidden1.weight' has shape [128, 784], but the architecture needs [64, 784]",
+        ),
+        (
+            vec!["import", trained, "--hidden", "128"],
+            "tensor 'output.weight' has shape [10, 400], but the architecture needs [10, 128]",
+        ),
+        (
+            vec!["import", trained, "--arch", "cnn"],
+            "the weights have no tensor 'conv1.weight'",
+        ),
+        (vec!["import", "weights.npz"], "unknown file type"),
+        (
+            vec!["import", "missing.pt"],
+            "missing.pt is not a PyTorch checkpoint",
+        ),
+        (
+            vec!["import", "garbage.pt"],
+            "garbage.pt is not a PyTorch checkpoint",
+        ),
+        (
+            vec!["import", "double.safetensors"],
+            "'hidden1.bias' is F64",
+        ),
+        (
+            vec!["export", "nowhere", "--format", "onnx", "--out", "x.onnx"],
+            "nowhere is not a run folder",
+        ),
+        (
+            vec!["export", "nowhere", "--format", "tflite", "--out", "x"],
+            "invalid value 'tflite'",
+        ),
+    ] {
+        std::fs::write(dir.path().join("garbage.pt"), b"not a checkpoint").unwrap();
+        let mut double =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![128], &[0u8; 1024])
+                .map(|view| vec![("hidden1.bias".to_string(), view)])
+                .unwrap();
+        let bytes = safetensors::serialize(double.drain(..), None).unwrap();
+        std::fs::write(dir.path().join("double.safetensors"), bytes).unwrap();
+        let output = common::digits(dir.path(), &args);
+        common::assert_clean_failure(&output, needle);
+    }
+    assert!(
+        !dir.path()
+            .join("runs")
+            .join("imported")
+            .join("config.json")
+            .exists()
+    );
+}
+
+#[test]
+fn exported_files_give_digits_logits_in_pytorch_and_onnxruntime() {
+    let python = std::env::var("DIGITS_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ready = std::process::Command::new(&python)
+        .args(["-c", "import torch, onnxruntime, safetensors"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ready {
+        eprintln!(
+            "skipped: {python} cannot import torch, onnxruntime and safetensors; install them \
+             (pip install torch onnxruntime safetensors) or point DIGITS_PYTHON at a Python \
+             that has them"
+        );
+        return;
+    }
+    let test = Dataset::lite(Split::Test).truncated(100);
+    let pixels: Vec<u8> = (0..test.len())
+        .flat_map(|i| test.image(i).to_vec())
+        .collect();
+    for kind in [ModelKind::Mlp, ModelKind::Lenet5, ModelKind::Cnn] {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        let (_, model) = trained_run(kind, &run_dir);
+        for (format, file) in [("pytorch", "model.safetensors"), ("onnx", "model.onnx")] {
+            let output = common::digits(
+                dir.path(),
+                &["export", "run", "--format", format, "--out", file],
+            );
+            assert!(output.status.success(), "{}", common::stderr(&output));
+        }
+        let images = eval::batch_tensors(&test.batch(0..test.len()), &Device::flex()).0;
+        let logits: Vec<f32> = model.forward(images).into_data().try_to_vec().unwrap();
+        std::fs::write(dir.path().join("images.u8"), &pixels).unwrap();
+        let raw: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.path().join("logits.f32"), raw).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/check_export.py");
+        let output = std::process::Command::new(&python)
+            .arg(script)
+            .args([
+                "--config",
+                "run/config.json",
+                "--pytorch",
+                "model.safetensors",
+            ])
+            .args([
+                "--onnx",
+                "model.onnx",
+                "--images",
+                "images.u8",
+                "--logits",
+                "logits.f32",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        eprintln!("{kind:?}: {report}");
+        assert!(
+            output.status.success(),
+            "{kind:?}: {report}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
