@@ -7,8 +7,9 @@ trains on as raw bytes, and reads the JSON it prints. Run by hand:
     python3 bench/pytorch_baseline.py --images FILE --labels FILE [--count 60000] [--json]
         FILE: N*784 uint8 pixels / N uint8 labels (digits bench writes them)
     python3 bench/pytorch_baseline.py --tutorial-script DATA_ROOT [--epochs 1]
-        the tutorial as written (torchvision MNIST, DataLoader, ToTensor) on the IDX files in
-        DATA_ROOT/MNIST/raw, for the end-to-end comparison with `digits train`
+        the tutorial as written (torchvision MNIST, DataLoader, ToTensor, a test pass after each
+        epoch) on the IDX files in DATA_ROOT/MNIST/raw, for the end-to-end comparison with
+        `digits train`
 
 Workloads (each after a warm-up, the median of --repeat runs):
 - tutorial epoch: MLP 784-128-400-10, ReLU, Adam lr 0.01, batch 32, data preloaded as one
@@ -125,13 +126,17 @@ def preloaded(args):
 
 
 def tutorial_script(args):
-    """The tutorial's own loop: torchvision dataset, DataLoader, ToTensor; one epoch timed."""
+    """The tutorial's own loop: torchvision datasets, DataLoader, ToTensor, train() and
+    test() every epoch. Times each epoch's training and the whole run."""
     from torch.utils.data import DataLoader
     from torchvision import datasets
     from torchvision.transforms import ToTensor
 
+    started_run = time.perf_counter()
     training_data = datasets.MNIST(root=args.tutorial_script, train=True, download=False, transform=ToTensor())
+    test_data = datasets.MNIST(root=args.tutorial_script, train=False, download=False, transform=ToTensor())
     train_dataloader = DataLoader(training_data, batch_size=32)
+    test_dataloader = DataLoader(test_data, batch_size=32)
     model = Net()
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
@@ -147,7 +152,20 @@ def tutorial_script(args):
             if batch % 100 == 0:
                 print(f"loss: {loss.item():>7f}", file=sys.stderr)
         times.append(time.perf_counter() - started)
-    return {"torch_version": torch.__version__, "tutorial_script_epoch_s": statistics.median(times)}
+        model.eval()
+        correct, test_loss = 0, 0.0
+        with torch.no_grad():
+            for X, y in test_dataloader:
+                pred = model(X)
+                test_loss += loss_fn(pred, y).item()
+                correct += (pred.argmax(1) == y).type(torch.float).sum().item()
+        print(f"Accuracy: {100 * correct / len(test_data):>0.1f}%, Avg loss: {test_loss / len(test_dataloader):>8f}", file=sys.stderr)
+    return {
+        "torch_version": torch.__version__,
+        "tutorial_script_epoch_s": statistics.median(times),
+        "tutorial_script_total_s": time.perf_counter() - started_run,
+        "epochs": args.epochs,
+    }
 
 
 def main():

@@ -5,7 +5,8 @@
 //! RUN/model.safetensors    the weights, in PyTorch's layout and the tutorial's names
 //! RUN/best.safetensors     with validation images: the weights of the best epoch, which
 //!                          eval, predict and serve use (model.safetensors resumes training)
-//! RUN/optimizer.bpk        the optimizer's state (Burn's burnpack), for --resume
+//! RUN/optimizer.bpk        the optimizer's state for --resume: Burn's burnpack, or
+//!  or optimizer.safetensors the fused MLP path's moments under PyTorch's names
 //! RUN/metrics.jsonl        one line per epoch (EpochMetrics)
 //! ```
 //!
@@ -23,12 +24,13 @@ use serde::{Deserialize, Serialize};
 use crate::data::DatasetName;
 use crate::files::write_atomically;
 use crate::model::{Model, ModelConfig, Weights, WeightsError, weights};
-use crate::train::{Checkpoint, EpochMetrics, TrainConfig, TrainError, Trainer};
+use crate::train::{Checkpoint, EpochMetrics, OptimizerState, TrainConfig, TrainError, Trainer};
 
 const CONFIG_FILE: &str = "config.json";
 const WEIGHTS_FILE: &str = "model.safetensors";
 const BEST_WEIGHTS_FILE: &str = "best.safetensors";
-const OPTIMIZER_FILE: &str = "optimizer.bpk";
+const BURN_OPTIMIZER_FILE: &str = "optimizer.bpk";
+const FUSED_OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const METRICS_FILE: &str = "metrics.jsonl";
 
 /// Everything needed to rebuild, resume or compare a run, saved as `config.json`.
@@ -159,17 +161,37 @@ impl RunDir {
         Ok((config, model))
     }
 
-    /// The saved optimizer state, if the run has one (imported weights do not).
-    pub fn optimizer_state(&self) -> Result<Option<Vec<u8>>, RunError> {
-        let path = self.path.join(OPTIMIZER_FILE);
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(RunError::Read {
+    /// The saved optimizer state, if the run has one (imported weights do not). Were both
+    /// formats there (a crash between writing one and removing the other), the newer wins.
+    pub fn optimizer_state(&self) -> Result<Option<OptimizerState>, RunError> {
+        let mut found = Vec::new();
+        for (name, wrap) in [
+            (
+                BURN_OPTIMIZER_FILE,
+                OptimizerState::Burn as fn(Vec<u8>) -> OptimizerState,
+            ),
+            (FUSED_OPTIMIZER_FILE, OptimizerState::Fused),
+        ] {
+            let path = self.path.join(name);
+            let read_error = |source| RunError::Read {
                 path: path.display().to_string(),
                 source,
-            }),
+            };
+            match fs::read(&path) {
+                Ok(bytes) => {
+                    let modified = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map_err(read_error)?;
+                    found.push((modified, wrap(bytes)));
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(read_error(source)),
+            }
         }
+        Ok(found
+            .into_iter()
+            .max_by_key(|(modified, _)| *modified)
+            .map(|(_, state)| state))
     }
 
     /// Every epoch recorded so far, oldest first.
@@ -202,12 +224,25 @@ impl RunDir {
         &self,
         config: &RunConfig,
         weights: &Weights,
-        optimizer_state: Option<&[u8]>,
+        optimizer_state: Option<&OptimizerState>,
         metrics: &[EpochMetrics],
         best: bool,
     ) -> Result<(), RunError> {
         if let Some(state) = optimizer_state {
-            self.write(OPTIMIZER_FILE, state)?;
+            let (name, stale, bytes) = match state {
+                OptimizerState::Burn(bytes) => (BURN_OPTIMIZER_FILE, FUSED_OPTIMIZER_FILE, bytes),
+                OptimizerState::Fused(bytes) => (FUSED_OPTIMIZER_FILE, BURN_OPTIMIZER_FILE, bytes),
+            };
+            self.write(name, bytes)?;
+            match fs::remove_file(self.path.join(stale)) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(RunError::Write {
+                        path: self.path.join(stale).display().to_string(),
+                        source: err,
+                    });
+                }
+                _ => {}
+            }
         }
         let bytes = weights::to_safetensors_bytes(weights).map_err(|source| RunError::Weights {
             path: self.weights_path().display().to_string(),

@@ -46,7 +46,7 @@ fn train_prints_the_tutorial_lines_saves_a_run_and_resumes_it() {
     for file in [
         "config.json",
         "model.safetensors",
-        "optimizer.bpk",
+        "optimizer.safetensors",
         "metrics.jsonl",
     ] {
         assert!(dir.path().join("run").join(file).is_file(), "{file}");
@@ -497,4 +497,49 @@ fn the_best_preset_trains_a_cnn_that_eval_and_predict_load_alone_and_as_an_ensem
     assert!(predicted.status.success(), "{}", stderr(&predicted));
     let answers: serde_json::Value = serde_json::from_str(&stdout(&predicted)).unwrap();
     common::assert_probabilities(&answers[0]);
+}
+
+#[test]
+fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            "bench",
+            "--images",
+            "640",
+            "--cnn-images",
+            "64",
+            "--repeat",
+            "1",
+            "--json",
+            "--python",
+            "no-such-python",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    for key in [
+        "tutorial_epoch_s",
+        "burn_epoch_s",
+        "reference_epoch_s",
+        "tutorial_over_reference",
+        "cnn_train_images_per_s",
+        "mlp_inference_images_per_s",
+        "one_image_ms",
+        "photo_2000px_ms",
+        "peak_rss_mb",
+    ] {
+        let value = report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {report}"));
+        assert!(value.is_finite() && value > 0.0, "{key}: {value}");
+    }
+    assert!(report["pytorch_epoch_s"].is_null());
+    assert!(
+        report["pytorch_note"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-python cannot import torch")
+    );
 }

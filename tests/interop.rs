@@ -11,7 +11,7 @@ use digits::eval;
 use digits::interop;
 use digits::model::{Model, ModelConfig, ModelKind, Normalization, weights};
 use digits::run::{RunConfig, RunDir};
-use digits::train::{Quiet, TrainConfig, Trainer};
+use digits::train::{Quiet, TrainConfig};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -128,13 +128,7 @@ fn trained_run(kind: ModelKind, dir: &Path) -> (RunConfig, Model) {
         lr: 0.002,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(
-        model.clone(),
-        model.initial_weights(3),
-        config,
-        &Device::flex(),
-    )
-    .unwrap();
+    let mut trainer = common::trainer(&model, config, 3);
     trainer.train_epoch(&train, &mut Quiet).unwrap();
     let run = RunConfig {
         digits_version: "test".into(),

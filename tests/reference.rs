@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use digits::data::{Batch, Dataset, Split};
 use digits::eval;
 use digits::model::{Activation, MlpConfig, Model, ModelConfig, NamedTensor, Weights, weights};
-use digits::train::{OptimizerKind, TrainConfig, Trainer};
+use digits::train::{EngineChoice, OptimizerKind, TrainConfig, Trainer};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,7 +79,14 @@ fn logits_of(model: &Model, batch: &Batch) -> NamedTensor {
     }
 }
 
-fn three_steps_match_pytorch(file: &str, activation: Activation, optimizer: OptimizerKind) {
+/// Both training paths, the fused MLP path (`EngineChoice::Auto` here) and Burn's autodiff,
+/// are held to the same numbers.
+fn three_steps_match_pytorch(
+    file: &str,
+    activation: Activation,
+    optimizer: OptimizerKind,
+    engine: EngineChoice,
+) {
     let path = fixture(file);
     let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
     let model = ModelConfig::Mlp(MlpConfig {
@@ -90,10 +97,12 @@ fn three_steps_match_pytorch(file: &str, activation: Activation, optimizer: Opti
     let config = TrainConfig {
         optimizer,
         lr: 0.01,
+        engine,
         ..TrainConfig::default()
     };
     let device = Device::flex();
     let mut trainer = Trainer::new(model, with_prefix("init."), config, &device).unwrap();
+    assert_eq!(trainer.is_fused(), engine == EngineChoice::Auto);
     for step in 0..3 {
         let batch = reference_batch(&path, step);
         let values = with_prefix(&format!("step{step}."));
@@ -130,20 +139,26 @@ fn three_steps_match_pytorch(file: &str, activation: Activation, optimizer: Opti
 
 #[test]
 fn three_adam_steps_with_relu_equal_pytorchs() {
-    three_steps_match_pytorch(
-        "mlp_relu_adam.safetensors",
-        Activation::Relu,
-        OptimizerKind::Adam,
-    );
+    for engine in [EngineChoice::Auto, EngineChoice::Burn] {
+        three_steps_match_pytorch(
+            "mlp_relu_adam.safetensors",
+            Activation::Relu,
+            OptimizerKind::Adam,
+            engine,
+        );
+    }
 }
 
 #[test]
 fn three_sgd_steps_with_sigmoid_equal_pytorchs() {
-    three_steps_match_pytorch(
-        "mlp_sigmoid_sgd.safetensors",
-        Activation::Sigmoid,
-        OptimizerKind::Sgd,
-    );
+    for engine in [EngineChoice::Auto, EngineChoice::Burn] {
+        three_steps_match_pytorch(
+            "mlp_sigmoid_sgd.safetensors",
+            Activation::Sigmoid,
+            OptimizerKind::Sgd,
+            engine,
+        );
+    }
 }
 
 #[test]

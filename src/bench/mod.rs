@@ -14,7 +14,7 @@ use burn::tensor::Device;
 
 use crate::data::{Batch, Dataset, Split};
 use crate::model::{Model, ModelConfig};
-use crate::train::{TrainConfig, Trainer};
+use crate::train::{EngineChoice, TrainConfig, Trainer};
 
 /// Images in one epoch of the tutorial: the MNIST training set.
 pub const TUTORIAL_EPOCH_IMAGES: usize = 60_000;
@@ -81,15 +81,19 @@ pub fn training(
     })
 }
 
-/// The tutorial workload: its MLP, batch 32, Adam lr 0.01.
-pub fn tutorial_epoch(images: usize, warmup: usize, device: &Device) -> EpochTiming {
-    training(
-        &ModelConfig::default(),
-        &TrainConfig::default(),
-        images,
-        warmup,
-        device,
-    )
+/// The tutorial workload: its MLP, batch 32, Adam lr 0.01, on `engine` (the fused path,
+/// which `auto` takes here, or Burn's autodiff).
+pub fn tutorial_epoch(
+    images: usize,
+    warmup: usize,
+    engine: EngineChoice,
+    device: &Device,
+) -> EpochTiming {
+    let config = TrainConfig {
+        engine,
+        ..TrainConfig::default()
+    };
+    training(&ModelConfig::default(), &config, images, warmup, device)
 }
 
 /// The tutorial workload through the hand-written [`reference::ReferenceMlp`].

@@ -3,10 +3,9 @@
 //! framework in between. It is what "close to the hardware" means at batch 32, and
 //! `tests/reference.rs` holds it to PyTorch's numbers exactly as it holds the model.
 
-use matrixmultiply::sgemm;
-
 use crate::data::{Batch, IMAGE_PIXELS, NUM_CLASSES};
 use crate::model::{NamedTensor, Weights, WeightsError, weights};
+use crate::train::fused::gemm;
 
 const NAMES: [&str; 3] = ["hidden1", "hidden2", "output"];
 const BETA1: f32 = 0.9;
@@ -22,40 +21,6 @@ struct Layer {
     grads: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
-}
-
-/// `c[m, n] = a[m, k] · b[k, n] (+ c if accumulate)`, each given by its row and column strides.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: (&[f32], isize, isize),
-    b: (&[f32], isize, isize),
-    c: &mut [f32],
-    accumulate: bool,
-) {
-    debug_assert!(c.len() >= m * n);
-    // SAFETY: the strides describe matrices that lie inside the slices (checked by the callers'
-    // shapes), and `c` does not alias `a` or `b`.
-    unsafe {
-        sgemm(
-            m,
-            k,
-            n,
-            1.0,
-            a.0.as_ptr(),
-            a.1,
-            a.2,
-            b.0.as_ptr(),
-            b.1,
-            b.2,
-            if accumulate { 1.0 } else { 0.0 },
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        );
-    }
 }
 
 /// The tutorial MLP (784-128-400-10, ReLU) trained with Adam, by hand.
@@ -114,13 +79,10 @@ impl ReferenceMlp {
             let (weight, bias) = layer.params.split_at(layer.outputs * layer.inputs);
             // y = x · Wᵀ: W is [out, in] row-major, so Wᵀ has row stride 1, column stride in.
             gemm(
-                n,
-                layer.inputs,
-                layer.outputs,
-                (x, layer.inputs as isize, 1),
-                (weight, 1, layer.inputs as isize),
+                [n, layer.inputs, layer.outputs],
+                (x, layer.inputs, 1),
+                (weight, 1, layer.inputs),
                 y,
-                false,
             );
             for row in y.chunks_exact_mut(layer.outputs) {
                 for (value, b) in row.iter_mut().zip(bias) {
@@ -163,13 +125,10 @@ impl ReferenceMlp {
             let (grad_w, grad_b) = layer.grads.split_at_mut(layer.outputs * layer.inputs);
             // dW = deltaᵀ · x: [out, n] · [n, in].
             gemm(
-                layer.outputs,
-                n,
-                layer.inputs,
-                (&delta, 1, layer.outputs as isize),
-                (x, layer.inputs as isize, 1),
+                [layer.outputs, n, layer.inputs],
+                (&delta, 1, layer.outputs),
+                (x, layer.inputs, 1),
                 grad_w,
-                false,
             );
             grad_b.fill(0.0);
             for row in delta.chunks_exact(layer.outputs) {
@@ -179,13 +138,10 @@ impl ReferenceMlp {
                 // dx = delta · W, then through the ReLU that produced x.
                 let mut dx = vec![0.0; n * layer.inputs];
                 gemm(
-                    n,
-                    layer.outputs,
-                    layer.inputs,
-                    (&delta, layer.outputs as isize, 1),
-                    (weight, layer.inputs as isize, 1),
+                    [n, layer.outputs, layer.inputs],
+                    (&delta, layer.outputs, 1),
+                    (weight, layer.inputs, 1),
                     &mut dx,
-                    false,
                 );
                 dx.iter_mut().zip(x).for_each(|(d, &a)| {
                     if a <= 0.0 {

@@ -8,7 +8,7 @@ use digits::files::encode_png;
 use digits::model::{Model, ModelKind};
 use digits::predict::Predictor;
 use digits::prepare::{self, Prepared};
-use digits::train::{Preset, TrainConfig};
+use digits::train::{EngineChoice, Preset, TrainConfig};
 use serde::Serialize;
 
 #[derive(Debug, Args)]
@@ -44,6 +44,8 @@ struct Report {
     repeat: u32,
     tutorial_epoch_s: f64,
     tutorial_images_per_s: f64,
+    /// The tutorial epoch on Burn's autodiff rather than the fused MLP path.
+    burn_epoch_s: f64,
     reference_epoch_s: f64,
     /// digits' tutorial epoch over the hand-written reference's.
     tutorial_over_reference: f64,
@@ -92,16 +94,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let device = &selected.device;
 
     let tutorial = median(args.repeat, || {
-        bench::tutorial_epoch(args.images, 50, device)
+        bench::tutorial_epoch(args.images, 50, EngineChoice::Auto, device)
     });
     say(format!(
         "tutorial epoch (MLP 784-128-400-10, batch 32, Adam): {:.2} s ({:.0} images/s)",
         tutorial.epoch_seconds(),
         tutorial.images_per_second()
     ));
+    let on_burn = median(args.repeat, || {
+        bench::tutorial_epoch(args.images, 50, EngineChoice::Burn, device)
+    });
+    say(format!(
+        "the same on Burn's autodiff (--engine burn):          {:.2} s",
+        on_burn.epoch_seconds()
+    ));
     let reference = median(args.repeat, || bench::reference_epoch(args.images, 50));
     say(format!(
-        "hand-written reference, same workload:                {:.2} s ({:.2}x digits' time)",
+        "hand-written reference, same workload:                {:.2} s (digits takes {:.2}x as long)",
         reference.epoch_seconds(),
         tutorial.epoch_seconds() / reference.epoch_seconds()
     ));
@@ -195,6 +204,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             repeat: args.repeat,
             tutorial_epoch_s: tutorial.epoch_seconds(),
             tutorial_images_per_s: tutorial.images_per_second(),
+            burn_epoch_s: on_burn.epoch_seconds(),
             reference_epoch_s: reference.epoch_seconds(),
             tutorial_over_reference: tutorial.epoch_seconds() / reference.epoch_seconds(),
             pytorch_epoch_s: pytorch.as_ref().map(|p| p.tutorial_epoch_s),

@@ -9,7 +9,7 @@ use digits::data::{DatasetName, Split};
 use digits::device::DeviceChoice;
 use digits::model::{Activation, ModelConfig, ModelKind, Normalization};
 use digits::run::{RunCheckpoint, RunDir};
-use digits::train::{self, LrSchedule, OptimizerKind, Preset, Trainer};
+use digits::train::{self, EngineChoice, LrSchedule, OptimizerKind, Preset, Trainer};
 
 use super::{DataArgs, progress::TrainPrinter};
 
@@ -92,6 +92,10 @@ pub struct TrainSettings {
     /// auto (the best available) or cpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// auto (the fused CPU path for plain MLPs, Burn's autodiff otherwise) or burn (always
+    /// Burn's) [default: auto].
+    #[arg(long)]
+    engine: Option<EngineChoice>,
     /// Train on only the first N training images (for quick experiments).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
@@ -135,6 +139,7 @@ impl TrainSettings {
             "schedule" => self.schedule = Some(value.parse().map_err(|e| invalid(&e))?),
             "weight-decay" => self.weight_decay = Some(value.parse().map_err(|e| invalid(&e))?),
             "momentum" => self.momentum = Some(value.parse().map_err(|e| invalid(&e))?),
+            "engine" => self.engine = Some(value.parse().map_err(|e| invalid(&e))?),
             "label-smoothing" => {
                 self.label_smoothing = Some(value.parse().map_err(|e| invalid(&e))?)
             }
@@ -154,7 +159,7 @@ impl TrainSettings {
             }
             other => bail!(
                 "--vary cannot vary '{other}': choose activation, optimizer, lr, batch-size, seed, \
-                 hidden, model, preset, schedule, weight-decay, momentum, label-smoothing or augment"
+                 hidden, model, preset, schedule, weight-decay, momentum, label-smoothing, augment or engine"
             ),
         }
         Ok(())
@@ -300,6 +305,7 @@ pub fn train(
     }
     config.validation = args.validation.unwrap_or(config.validation);
     config.patience = args.patience.or(config.patience);
+    config.engine = args.engine.unwrap_or(config.engine);
     config.shuffle |= args.shuffle;
     config.seed = args.seed.unwrap_or(config.seed);
 

@@ -9,7 +9,6 @@ pub mod onnx;
 use std::path::Path;
 
 use pytorch_reader::{DType, PytorchReader};
-use safetensors::{Dtype, tensor::TensorView};
 
 use crate::model::{ModelConfig, NamedTensor, Weights, WeightsError, weights};
 
@@ -168,33 +167,13 @@ fn read_pytorch(path: &Path) -> Result<(Weights, Vec<String>), InteropError> {
 /// `model.load_state_dict(safetensors.torch.load_file(FILE))`: digits' weights, plus a zero
 /// `num_batches_tracked` for each batch norm.
 pub fn export_state_dict(config: &ModelConfig, weights: &Weights) -> Result<Vec<u8>, InteropError> {
-    let encode = |err: safetensors::SafeTensorError| WeightsError::Encode(err.to_string());
-    let floats: Vec<(String, Vec<u8>, Vec<usize>)> = weights
-        .iter()
-        .map(|(name, t)| {
-            let raw = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), raw, t.shape.clone())
-        })
-        .collect();
-    let counters: Vec<String> = match config {
+    let counters: Vec<(String, i64)> = match config {
         ModelConfig::Cnn(cnn) if cnn.batch_norm => (1..=cnn.conv.len())
-            .map(|i| format!("bn{i}.{BATCHES_TRACKED}"))
+            .map(|i| (format!("bn{i}.{BATCHES_TRACKED}"), 0))
             .collect(),
         _ => Vec::new(),
     };
-    let zero = 0i64.to_le_bytes();
-    let mut views = Vec::new();
-    for (name, raw, shape) in &floats {
-        views.push((
-            name.clone(),
-            TensorView::new(Dtype::F32, shape.clone(), raw).map_err(encode)?,
-        ));
-    }
-    for name in counters {
-        views.push((
-            name,
-            TensorView::new(Dtype::I64, vec![], &zero).map_err(encode)?,
-        ));
-    }
-    Ok(safetensors::serialize(views, None).map_err(encode)?)
+    Ok(weights::to_safetensors_bytes_with_counters(
+        weights, &counters,
+    )?)
 }

@@ -115,23 +115,48 @@ pub fn select_from_safetensors_bytes(
 
 /// Encodes weights as a safetensors file.
 pub fn to_safetensors_bytes(weights: &Weights) -> Result<Vec<u8>, WeightsError> {
+    to_safetensors_bytes_with_counters(weights, &[])
+}
+
+/// Encodes weights, plus int64 scalars such as PyTorch's `num_batches_tracked` or an
+/// optimizer's step count, as a safetensors file.
+pub fn to_safetensors_bytes_with_counters(
+    weights: &Weights,
+    counters: &[(String, i64)],
+) -> Result<Vec<u8>, WeightsError> {
     let encode_error = |err: safetensors::SafeTensorError| WeightsError::Encode(err.to_string());
-    let bytes: Vec<(String, Vec<u8>)> = weights
-        .iter()
-        .map(|(name, t)| {
-            let raw = t.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (name.clone(), raw)
-        })
+    let floats: Vec<Vec<u8>> = weights
+        .values()
+        .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
-    let views = weights
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), (_, raw))| {
-            TensorView::new(Dtype::F32, t.shape.clone(), raw).map(|view| (name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(encode_error)?;
+    let integers: Vec<[u8; 8]> = counters.iter().map(|(_, v)| v.to_le_bytes()).collect();
+    let mut views = Vec::with_capacity(weights.len() + counters.len());
+    for ((name, t), raw) in weights.iter().zip(&floats) {
+        let view = TensorView::new(Dtype::F32, t.shape.clone(), raw).map_err(encode_error)?;
+        views.push((name.clone(), view));
+    }
+    for ((name, _), raw) in counters.iter().zip(&integers) {
+        let view = TensorView::new(Dtype::I64, vec![], raw).map_err(encode_error)?;
+        views.push((name.clone(), view));
+    }
     safetensors::serialize(views, None).map_err(encode_error)
+}
+
+/// Reads the int64 scalar `name` of a safetensors file, if it has one.
+pub fn read_counter(bytes: &[u8], name: &str, origin: &str) -> Result<Option<i64>, WeightsError> {
+    let file = SafeTensors::deserialize(bytes).map_err(|err| WeightsError::Format {
+        path: origin.to_string(),
+        reason: err.to_string(),
+    })?;
+    let Ok(view) = file.tensor(name) else {
+        return Ok(None);
+    };
+    <[u8; 8]>::try_from(view.data())
+        .map(|b| Some(i64::from_le_bytes(b)))
+        .map_err(|_| WeightsError::Format {
+            path: origin.to_string(),
+            reason: format!("'{name}' is not an int64 scalar"),
+        })
 }
 
 /// Takes the tensor `name` out of `weights`, checking its shape and values.

@@ -105,3 +105,18 @@ pub fn assert_probabilities(entry: &serde_json::Value) {
     assert_eq!(probabilities.len(), 10);
     assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-4);
 }
+
+/// A trainer for `model` from its initial weights drawn with `seed`, on the CPU.
+pub fn trainer(
+    model: &digits::model::ModelConfig,
+    config: digits::train::TrainConfig,
+    seed: u64,
+) -> digits::train::Trainer {
+    digits::train::Trainer::new(
+        model.clone(),
+        model.initial_weights(seed),
+        config,
+        &burn::tensor::Device::flex(),
+    )
+    .unwrap()
+}

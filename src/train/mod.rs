@@ -13,10 +13,13 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+pub(crate) mod fused;
+
 use crate::augment::{self, AugmentConfig};
 use crate::data::{Batch, Dataset, DatasetName};
 use crate::eval::{self, Evaluation};
 use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
+use fused::FusedMlp;
 
 /// Which optimizer. The tutorial uses Adam and discusses SGD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -155,6 +158,36 @@ pub struct TrainConfig {
     pub patience: Option<usize>,
     #[serde(default)]
     pub augment: Option<AugmentConfig>,
+    #[serde(default)]
+    pub engine: EngineChoice,
+}
+
+/// Which code does the arithmetic of training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EngineChoice {
+    /// The fused MLP path where it applies, Burn's autodiff elsewhere.
+    #[default]
+    Auto,
+    /// Burn's autodiff and optimizers always.
+    Burn,
+}
+
+/// An engine name that digits does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown engine '{0}': expected auto or burn")]
+pub struct UnknownEngine(pub String);
+
+impl std::str::FromStr for EngineChoice {
+    type Err = UnknownEngine;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(EngineChoice::Auto),
+            "burn" => Ok(EngineChoice::Burn),
+            other => Err(UnknownEngine(other.to_string())),
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -173,6 +206,7 @@ impl Default for TrainConfig {
             validation: 0,
             patience: None,
             augment: None,
+            engine: EngineChoice::Auto,
         }
     }
 }
@@ -341,14 +375,34 @@ pub trait Checkpoint {
     ) -> Result<(), TrainError>;
 }
 
+/// An optimizer state saved for resuming, in the format of the path that wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OptimizerState {
+    /// Burn's optimizer record (burnpack).
+    Burn(Vec<u8>),
+    /// The fused MLP path's moments, as safetensors under PyTorch's names.
+    Fused(Vec<u8>),
+}
+
+/// What does the arithmetic: Burn's autodiff and optimizers, or the fused MLP path.
+// A trainer holds one engine for its whole life, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    Burn {
+        model: Model,
+        optimizer: ModuleOptimizer,
+        loss: CrossEntropyLoss,
+    },
+    Fused(FusedMlp),
+}
+
 /// A model being trained, with its optimizer state.
 pub struct Trainer {
-    model: Model,
+    engine: Engine,
     model_config: ModelConfig,
-    optimizer: ModuleOptimizer,
     config: TrainConfig,
+    /// Where the model lives (with autodiff on the Burn path).
     device: Device,
-    loss: CrossEntropyLoss,
     /// Epochs finished, including those before a resume.
     epochs_done: usize,
     /// Where the current epoch is, for the learning-rate schedule.
@@ -359,46 +413,88 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Starts from `weights` (fresh from `ModelConfig::initial_weights`, or a saved run's).
+    /// Starts from `weights` (fresh from `ModelConfig::initial_weights`, or a saved run's),
+    /// on the fused path when it applies (see [`Trainer::is_fused`]).
     pub fn new(
         model_config: ModelConfig,
         weights: Weights,
         config: TrainConfig,
         device: &Device,
     ) -> Result<Self, WeightsError> {
-        let device = device.clone().autodiff();
-        let model = Model::from_weights(&model_config, weights, &device)?;
-        let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
-        let last_lr = config.lr;
+        let engine = match &model_config {
+            ModelConfig::Mlp(mlp) if FusedMlp::applies(&model_config, &config, device) => {
+                Engine::Fused(FusedMlp::new(mlp, weights, config.optimizer)?)
+            }
+            _ => Self::burn_engine(&model_config, weights, &config, device)?,
+        };
         Ok(Self {
-            loss: CrossEntropyLossConfig::new()
-                .with_smoothing(smoothing)
-                .init(&device),
-            model,
+            engine,
+            last_lr: config.lr,
             model_config,
-            optimizer: config.optimizer(),
             config,
-            device,
+            device: device.clone(),
             epochs_done: 0,
             step_in_epoch: 0,
             steps_per_epoch: 0,
-            last_lr,
         })
+    }
+
+    fn burn_engine(
+        model_config: &ModelConfig,
+        weights: Weights,
+        config: &TrainConfig,
+        device: &Device,
+    ) -> Result<Engine, WeightsError> {
+        let device = device.clone().autodiff();
+        let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
+        Ok(Engine::Burn {
+            model: Model::from_weights(model_config, weights, &device)?,
+            optimizer: config.optimizer(),
+            loss: CrossEntropyLossConfig::new()
+                .with_smoothing(smoothing)
+                .init(&device),
+        })
+    }
+
+    /// Whether training takes the fused MLP path (an MLP without dropout, Adam without weight
+    /// decay or plain SGD, no label smoothing, on the CPU) rather than Burn's autodiff.
+    pub fn is_fused(&self) -> bool {
+        matches!(self.engine, Engine::Fused(_))
     }
 
     /// Continues a run that has done `epochs_done` epochs, with its saved optimizer state
     /// (Adam's moments) when there is one; without it (imported weights) the optimizer starts
-    /// fresh.
+    /// fresh. A state saved by Burn's path is resumed on Burn's path, so a run continues
+    /// exactly whichever path wrote it; a state for another optimizer is not used.
     pub fn resume(
         mut self,
-        optimizer_state: Option<Vec<u8>>,
+        optimizer_state: Option<OptimizerState>,
         epochs_done: usize,
     ) -> Result<Self, TrainError> {
-        if let Some(state) = optimizer_state {
-            self.optimizer = self
-                .optimizer
-                .from_bytes(Bytes::from_bytes_vec(state))
-                .map_err(|err| TrainError::OptimizerState(format!("{err:?}")))?;
+        let state_error =
+            |err: &dyn std::fmt::Debug| TrainError::OptimizerState(format!("{err:?}"));
+        match optimizer_state {
+            None => {}
+            Some(OptimizerState::Fused(bytes)) => match &mut self.engine {
+                Engine::Fused(fused) => fused.restore(&bytes).map_err(|e| state_error(&e))?,
+                // The run now trains with settings the fused path does not cover (say SGD with
+                // momentum): its optimizer starts fresh, as with any change of optimizer.
+                Engine::Burn { .. } => {}
+            },
+            Some(OptimizerState::Burn(bytes)) => {
+                if self.is_fused() {
+                    let weights = self.weights();
+                    self.engine =
+                        Self::burn_engine(&self.model_config, weights, &self.config, &self.device)?;
+                }
+                if let Engine::Burn { optimizer, .. } = &mut self.engine {
+                    *optimizer = self
+                        .config
+                        .optimizer()
+                        .from_bytes(Bytes::from_bytes_vec(bytes))
+                        .map_err(|e| state_error(&e))?;
+                }
+            }
         }
         self.epochs_done = epochs_done;
         Ok(self)
@@ -416,33 +512,56 @@ impl Trainer {
         self.epochs_done
     }
 
-    /// The model as it is now, detached from autodiff, for evaluation and saving.
+    /// The model as it is now, without autodiff, for evaluation and saving.
     pub fn model(&self) -> Model {
-        self.model.valid()
+        match &self.engine {
+            Engine::Burn { model, .. } => model.valid(),
+            Engine::Fused(fused) => {
+                Model::from_weights(&self.model_config, fused.tensors(false), &self.device)
+                    .expect("the fused path keeps the architecture's tensors")
+            }
+        }
     }
 
-    /// The weights as [`Trainer::model`] has them: read from the inference copy, because
-    /// batch norm's running statistics on the training model lag one update behind (Burn
-    /// merges each thread's latest update only when the model is copied).
+    /// The weights as [`Trainer::model`] has them. On Burn's path they are read from the
+    /// inference copy, because batch norm's running statistics on the training model lag one
+    /// update behind (Burn merges each thread's latest update only when the model is copied).
     pub fn weights(&self) -> Weights {
-        self.model().weights(&self.model_config)
+        match &self.engine {
+            Engine::Burn { .. } => self.model().weights(&self.model_config),
+            Engine::Fused(fused) => fused.tensors(false),
+        }
     }
 
     /// The optimizer's state, for resuming later.
-    pub fn optimizer_state(&self) -> Result<Vec<u8>, TrainError> {
-        self.optimizer
-            .into_bytes()
-            .map(|bytes| bytes.to_vec())
-            .map_err(|err| TrainError::OptimizerState(format!("{err:?}")))
+    pub fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
+        match &self.engine {
+            Engine::Burn { optimizer, .. } => optimizer
+                .into_bytes()
+                .map(|bytes| OptimizerState::Burn(bytes.to_vec()))
+                .map_err(|err| TrainError::OptimizerState(format!("{err:?}"))),
+            Engine::Fused(fused) => fused
+                .state()
+                .map(OptimizerState::Fused)
+                .map_err(TrainError::Weights),
+        }
     }
 
     /// The loss and gradients of one batch, without updating anything (PyTorch's layout and
     /// names): what the reference tests compare tensor by tensor.
-    pub fn gradients(&self, batch: &Batch) -> (f32, Weights) {
-        let loss = self.loss_of(batch);
-        let value = loss.clone().into_scalar::<f32>();
-        let grads = loss.backward();
-        (value, self.model.gradients(&self.model_config, &grads))
+    pub fn gradients(&mut self, batch: &Batch) -> (f32, Weights) {
+        match &mut self.engine {
+            Engine::Burn { model, loss, .. } => {
+                let loss = Self::burn_loss(model, loss, batch, &self.device);
+                let value = loss.clone().into_scalar::<f32>();
+                let grads = loss.backward();
+                (value, model.gradients(&self.model_config, &grads))
+            }
+            Engine::Fused(fused) => {
+                let value = fused.backward(batch);
+                (value, fused.tensors(true))
+            }
+        }
     }
 
     /// The learning rate the next step takes.
@@ -462,18 +581,33 @@ impl Trainer {
     /// One optimizer step on one batch; returns the batch's mean loss before the step.
     pub fn step(&mut self, batch: &Batch) -> f32 {
         crate::device::flush_subnormals_to_zero();
-        let loss = self.loss_of(batch);
-        let value = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
         self.last_lr = self.current_lr();
-        self.model = self.optimizer.step(self.last_lr, self.model.clone(), grads);
+        let value = match &mut self.engine {
+            Engine::Burn {
+                model,
+                optimizer,
+                loss,
+            } => {
+                let loss = Self::burn_loss(model, loss, batch, &self.device);
+                let value = loss.clone().into_scalar::<f32>();
+                let grads = GradientsParams::from_grads(loss.backward(), model);
+                *model = optimizer.step(self.last_lr, model.clone(), grads);
+                value
+            }
+            Engine::Fused(fused) => fused.step(batch, self.last_lr),
+        };
         self.step_in_epoch += 1;
         value
     }
 
-    fn loss_of(&self, batch: &Batch) -> Tensor<1> {
-        let (images, targets) = eval::batch_tensors(batch, &self.device);
-        self.loss.forward(self.model.forward(images), targets)
+    fn burn_loss(
+        model: &Model,
+        loss: &CrossEntropyLoss,
+        batch: &Batch,
+        device: &Device,
+    ) -> Tensor<1> {
+        let (images, targets) = eval::batch_tensors(batch, &device.clone().autodiff());
+        loss.forward(model.forward(images), targets)
     }
 
     /// One pass over `data`; returns each batch's loss. Stops at the first loss that is not

@@ -1,0 +1,397 @@
+//! A fused CPU path for MLPs: forward, cross-entropy, backward and the optimizer step written
+//! out over a GEMM, with every buffer allocated once.
+//!
+//! At the tutorial's batch of 32 the arithmetic is small (a step is about 30 MFLOP) and a
+//! framework's per-operation cost dominates: Burn's path spent about 60% of a step outside
+//! matrix products (PERFORMANCE.md). `Trainer` takes this path whenever it computes exactly
+//! what Burn's would (an MLP without dropout, Adam without weight decay or plain SGD, no label
+//! smoothing, on the CPU), and the same reference tests hold it to PyTorch's numbers.
+
+use crate::data::{Batch, IMAGE_PIXELS, NUM_CLASSES};
+use crate::model::{
+    Activation, MlpConfig, ModelConfig, NamedTensor, Normalization, Weights, WeightsError, weights,
+};
+
+use super::{OptimizerKind, TrainConfig};
+
+/// PyTorch's Adam defaults (digits uses PyTorch's epsilon on both paths).
+const BETA1: f32 = 0.9;
+const BETA2: f32 = 0.999;
+const EPSILON: f32 = 1e-8;
+/// The name of the step count in a saved state.
+const STEP: &str = "step";
+
+/// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
+pub(crate) fn gemm(
+    [m, k, n]: [usize; 3],
+    (a, a_rows, a_cols): (&[f32], usize, usize),
+    (b, b_rows, b_cols): (&[f32], usize, usize),
+    c: &mut [f32],
+) {
+    assert!(c.len() >= m * n);
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rows + (k - 1) * a_cols);
+    assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rows + (n - 1) * b_cols);
+    // SAFETY: the asserts above keep every element the strides reach inside its slice, and
+    // `c` (borrowed mutably) cannot alias `a` or `b`.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            a_rows as isize,
+            a_cols as isize,
+            b.as_ptr(),
+            b_rows as isize,
+            b_cols as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+/// One layer: weight `[outputs, inputs]` then bias, in one buffer so one loop updates both.
+struct Dense {
+    name: String,
+    inputs: usize,
+    outputs: usize,
+    params: Vec<f32>,
+    grads: Vec<f32>,
+    /// Adam's first and second moments; empty for SGD.
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+}
+
+impl Dense {
+    fn weight_len(&self) -> usize {
+        self.inputs * self.outputs
+    }
+}
+
+/// An MLP being trained on the fused path.
+pub(crate) struct FusedMlp {
+    layers: Vec<Dense>,
+    activation: Activation,
+    normalization: Option<Normalization>,
+    optimizer: OptimizerKind,
+    /// Adam steps taken (its bias correction needs them).
+    steps: u64,
+    /// The input, then each layer's output (after the activation, except the logits).
+    outputs: Vec<Vec<f32>>,
+    /// Gradients flowing back: one buffer per layer output.
+    deltas: Vec<Vec<f32>>,
+}
+
+impl FusedMlp {
+    /// Whether this path computes what Burn's would for this run.
+    pub fn applies(
+        model: &ModelConfig,
+        config: &TrainConfig,
+        device: &burn::tensor::Device,
+    ) -> bool {
+        let ModelConfig::Mlp(mlp) = model else {
+            return false;
+        };
+        let optimizer = match config.optimizer {
+            OptimizerKind::Adam => config.weight_decay.unwrap_or(0.0) == 0.0,
+            OptimizerKind::Sgd => {
+                config.weight_decay.unwrap_or(0.0) == 0.0 && config.momentum == 0.0
+            }
+            OptimizerKind::AdamW => false,
+        };
+        optimizer
+            && config.engine == super::EngineChoice::Auto
+            && mlp.dropout == 0.0
+            && config.label_smoothing == 0.0
+            && *device == burn::tensor::Device::flex()
+    }
+
+    pub fn new(
+        config: &MlpConfig,
+        mut weights: Weights,
+        optimizer: OptimizerKind,
+    ) -> Result<Self, WeightsError> {
+        let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
+            .chain(config.hidden.iter().copied())
+            .chain(std::iter::once(NUM_CLASSES))
+            .collect();
+        let count = widths.len() - 1;
+        let mut layers = Vec::with_capacity(count);
+        for i in 0..count {
+            let name = if i + 1 == count {
+                "output".to_string()
+            } else {
+                format!("hidden{}", i + 1)
+            };
+            let (inputs, outputs) = (widths[i], widths[i + 1]);
+            let mut params =
+                weights::take(&mut weights, &format!("{name}.weight"), &[outputs, inputs])?;
+            params.extend(weights::take(
+                &mut weights,
+                &format!("{name}.bias"),
+                &[outputs],
+            )?);
+            let len = params.len();
+            let moments = if optimizer == OptimizerKind::Adam {
+                len
+            } else {
+                0
+            };
+            layers.push(Dense {
+                name,
+                inputs,
+                outputs,
+                params,
+                grads: vec![0.0; len],
+                exp_avg: vec![0.0; moments],
+                exp_avg_sq: vec![0.0; moments],
+            });
+        }
+        weights::ensure_consumed(&weights)?;
+        Ok(Self {
+            outputs: vec![Vec::new(); count + 1],
+            deltas: vec![Vec::new(); count + 1],
+            layers,
+            activation: config.activation,
+            normalization: config.normalization,
+            optimizer,
+            steps: 0,
+        })
+    }
+
+    /// The forward pass on `pixels` (`[n, 784]`); leaves every layer's output in place.
+    fn forward(&mut self, pixels: &[f32]) {
+        let n = pixels.len() / IMAGE_PIXELS;
+        let input = &mut self.outputs[0];
+        input.clear();
+        match self.normalization {
+            Some(Normalization { mean, std }) => {
+                input.extend(pixels.iter().map(|p| (p - mean) / std))
+            }
+            None => input.extend_from_slice(pixels),
+        }
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (before, after) = self.outputs.split_at_mut(i + 1);
+            let (x, y) = (&before[i], &mut after[0]);
+            y.resize(n * layer.outputs, 0.0);
+            let (weight, bias) = layer.params.split_at(layer.weight_len());
+            // y = x · Wᵀ; W is row-major [out, in], so Wᵀ walks it with strides (1, in).
+            gemm(
+                [n, layer.inputs, layer.outputs],
+                (x, layer.inputs, 1),
+                (weight, 1, layer.inputs),
+                y,
+            );
+            for row in y.chunks_exact_mut(layer.outputs) {
+                row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                if i < last {
+                    match self.activation {
+                        Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        Activation::Sigmoid => {
+                            row.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forward and backward on `batch`, leaving the gradients in place; returns the mean
+    /// cross-entropy.
+    pub fn backward(&mut self, batch: &Batch) -> f32 {
+        self.forward(&batch.pixels);
+        let n = batch.len();
+        let count = self.layers.len();
+        // d(mean cross-entropy)/d(logits) = (softmax − one-hot) / n.
+        let mut loss = 0.0;
+        let (logits, delta) = (&self.outputs[count], &mut self.deltas[count]);
+        delta.clear();
+        delta.extend_from_slice(logits);
+        for (row, &label) in delta.chunks_exact_mut(NUM_CLASSES).zip(&batch.labels) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = row
+                .iter_mut()
+                .map(|v| {
+                    *v = (*v - max).exp();
+                    *v
+                })
+                .sum();
+            loss -= (row[label as usize] / sum).ln();
+            row.iter_mut().for_each(|v| *v /= sum * n as f32);
+            row[label as usize] -= 1.0 / n as f32;
+        }
+        for i in (0..count).rev() {
+            let layer = &mut self.layers[i];
+            let (below, above) = self.deltas.split_at_mut(i + 1);
+            let (delta_in, delta) = (&mut below[i], &above[0]);
+            let x = &self.outputs[i];
+            let weight_len = layer.weight_len();
+            let (grad_w, grad_b) = layer.grads.split_at_mut(weight_len);
+            // dW = deltaᵀ · x: [out, n] · [n, in].
+            gemm(
+                [layer.outputs, n, layer.inputs],
+                (delta, 1, layer.outputs),
+                (x, layer.inputs, 1),
+                grad_w,
+            );
+            grad_b.fill(0.0);
+            for row in delta.chunks_exact(layer.outputs) {
+                grad_b.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+            }
+            if i > 0 {
+                // dx = delta · W, then back through the activation that produced x.
+                delta_in.resize(n * layer.inputs, 0.0);
+                gemm(
+                    [n, layer.outputs, layer.inputs],
+                    (delta, layer.outputs, 1),
+                    (&layer.params[..weight_len], layer.inputs, 1),
+                    delta_in,
+                );
+                match self.activation {
+                    Activation::Relu => delta_in.iter_mut().zip(x).for_each(|(d, &a)| {
+                        if a <= 0.0 {
+                            *d = 0.0
+                        }
+                    }),
+                    Activation::Sigmoid => delta_in
+                        .iter_mut()
+                        .zip(x)
+                        .for_each(|(d, &a)| *d *= a * (1.0 - a)),
+                }
+            }
+        }
+        loss / n as f32
+    }
+
+    /// One optimizer step with learning rate `lr`, as PyTorch's Adam or SGD takes it; returns
+    /// the batch's loss before the step.
+    pub fn step(&mut self, batch: &Batch, lr: f64) -> f32 {
+        let loss = self.backward(batch);
+        let lr = lr as f32;
+        match self.optimizer {
+            OptimizerKind::Adam => {
+                self.steps += 1;
+                let correction1 = 1.0 - BETA1.powi(self.steps as i32);
+                let correction2 = (1.0 - BETA2.powi(self.steps as i32)).sqrt();
+                let step_size = lr / correction1;
+                for layer in &mut self.layers {
+                    let moments = layer.exp_avg.iter_mut().zip(&mut layer.exp_avg_sq);
+                    for ((p, g), (m, v)) in layer.params.iter_mut().zip(&layer.grads).zip(moments) {
+                        *m = BETA1 * *m + (1.0 - BETA1) * g;
+                        *v = BETA2 * *v + (1.0 - BETA2) * g * g;
+                        *p -= step_size * *m / (v.sqrt() / correction2 + EPSILON);
+                    }
+                }
+            }
+            OptimizerKind::Sgd | OptimizerKind::AdamW => {
+                for layer in &mut self.layers {
+                    layer
+                        .params
+                        .iter_mut()
+                        .zip(&layer.grads)
+                        .for_each(|(p, g)| *p -= lr * g);
+                }
+            }
+        }
+        loss
+    }
+
+    /// The weights, or the latest gradients, in PyTorch's layout and names.
+    pub fn tensors(&self, gradients: bool) -> Weights {
+        let mut out = Weights::new();
+        for layer in &self.layers {
+            let values = if gradients {
+                &layer.grads
+            } else {
+                &layer.params
+            };
+            let (weight, bias) = values.split_at(layer.weight_len());
+            out.insert(
+                format!("{}.weight", layer.name),
+                NamedTensor {
+                    shape: vec![layer.outputs, layer.inputs],
+                    values: weight.to_vec(),
+                },
+            );
+            out.insert(
+                format!("{}.bias", layer.name),
+                NamedTensor {
+                    shape: vec![layer.outputs],
+                    values: bias.to_vec(),
+                },
+            );
+        }
+        out
+    }
+
+    /// The optimizer state as safetensors, named as PyTorch's Adam names it
+    /// (`hidden1.weight.exp_avg`, ...) plus `step`.
+    pub fn state(&self) -> Result<Vec<u8>, WeightsError> {
+        let mut state = Weights::new();
+        for layer in &self.layers {
+            for (suffix, values) in [
+                ("exp_avg", &layer.exp_avg),
+                ("exp_avg_sq", &layer.exp_avg_sq),
+            ] {
+                if values.is_empty() {
+                    continue;
+                }
+                let (weight, bias) = values.split_at(layer.weight_len());
+                let tensor = |shape: Vec<usize>, values: &[f32]| NamedTensor {
+                    shape,
+                    values: values.to_vec(),
+                };
+                state.insert(
+                    format!("{}.weight.{suffix}", layer.name),
+                    tensor(vec![layer.outputs, layer.inputs], weight),
+                );
+                state.insert(
+                    format!("{}.bias.{suffix}", layer.name),
+                    tensor(vec![layer.outputs], bias),
+                );
+            }
+        }
+        weights::to_safetensors_bytes_with_counters(
+            &state,
+            &[(STEP.to_string(), self.steps as i64)],
+        )
+    }
+
+    /// Restores a state written by [`FusedMlp::state`] for the same architecture. SGD keeps
+    /// no state, and Adam starts fresh from a state that has no moments (written by SGD).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), WeightsError> {
+        let origin = "optimizer state";
+        let steps = weights::read_counter(bytes, STEP, origin)?.unwrap_or(0);
+        let mut moments = weights::select_from_safetensors_bytes(bytes, origin, |name| {
+            (name != STEP).then_some(name)
+        })?;
+        if self.optimizer != OptimizerKind::Adam || moments.is_empty() {
+            return Ok(());
+        }
+        for layer in &mut self.layers {
+            for (suffix, target) in [
+                ("exp_avg", &mut layer.exp_avg),
+                ("exp_avg_sq", &mut layer.exp_avg_sq),
+            ] {
+                let mut values = weights::take(
+                    &mut moments,
+                    &format!("{}.weight.{suffix}", layer.name),
+                    &[layer.outputs, layer.inputs],
+                )?;
+                values.extend(weights::take(
+                    &mut moments,
+                    &format!("{}.bias.{suffix}", layer.name),
+                    &[layer.outputs],
+                )?);
+                *target = values;
+            }
+        }
+        weights::ensure_consumed(&moments)?;
+        self.steps = steps.max(0) as u64;
+        Ok(())
+    }
+}
