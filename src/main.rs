@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(err) if err.is::<cli::Interrupted>() => ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

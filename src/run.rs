@@ -42,6 +42,9 @@ pub struct RunConfig {
     /// The set it was trained on (after any fallback to `mnist-lite`).
     pub dataset: DatasetName,
     pub epochs_done: usize,
+    /// Batches of the next epoch already trained, when training was stopped mid-epoch.
+    #[serde(default)]
+    pub batches_done: usize,
 }
 
 /// Every way reading or writing a run folder can fail.
@@ -294,12 +297,23 @@ impl Checkpoint for RunCheckpoint {
         best: bool,
     ) -> Result<(), TrainError> {
         self.history.push(metrics.clone());
+        self.write(trainer, best)
+    }
+
+    fn save_interrupted(&mut self, trainer: &Trainer) -> Result<(), TrainError> {
+        self.write(trainer, false)
+    }
+}
+
+impl RunCheckpoint {
+    fn write(&self, trainer: &Trainer, best: bool) -> Result<(), TrainError> {
         let config = RunConfig {
             digits_version: env!("CARGO_PKG_VERSION").to_string(),
             model: trainer.model_config().clone(),
             train: trainer.config().clone(),
             dataset: self.dataset,
             epochs_done: trainer.epochs_done(),
+            batches_done: trainer.batches_done(),
         };
         let state = trainer.optimizer_state()?;
         self.dir

@@ -543,3 +543,80 @@ fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
             .contains("no-such-python cannot import torch")
     );
 }
+
+#[test]
+fn ctrl_c_during_training_saves_the_run_and_resume_finishes_it() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Far more epochs than can pass before the signal lands, however loaded the machine.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_digits"))
+        .args([
+            "train",
+            "--dataset",
+            "mnist-lite",
+            "--epochs",
+            "500",
+            "--out",
+            "run",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until epoch 2 has begun, then press Ctrl-C.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("loss: ") && printed.contains("Epoch 2") {
+            break;
+        }
+    }
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    printed.extend(lines.map(|l| l.unwrap() + "\n"));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{printed}");
+    assert!(
+        printed.contains("Continue with: digits train --resume run"),
+        "{printed}"
+    );
+    let read_config = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/config.json")).unwrap())
+            .unwrap()
+    };
+    let config = read_config();
+    let epochs_done = config["epochs_done"].as_u64().unwrap();
+    let batches_done = config["batches_done"].as_u64().unwrap();
+    assert!(epochs_done >= 1 && batches_done < 313, "{config}");
+    assert!(
+        printed.contains(&format!(
+            "Interrupted during epoch {} after {batches_done} batches",
+            epochs_done + 1
+        )),
+        "{printed}"
+    );
+
+    // One more epoch: the interrupted one, finished from where it stopped.
+    let resumed = digits(dir.path(), &["train", "--resume", "run", "--epochs", "1"]);
+    let out = stdout(&resumed);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let expected = match batches_done {
+        0 => format!("Resuming after epoch {epochs_done}"),
+        n => format!(
+            "Resuming epoch {} after its first {n} batches",
+            epochs_done + 1
+        ),
+    };
+    assert!(out.contains(&expected), "{out}");
+    let config = read_config();
+    assert_eq!(config["epochs_done"].as_u64(), Some(epochs_done + 1));
+    assert_eq!(config["batches_done"].as_u64(), Some(0));
+}

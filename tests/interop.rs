@@ -136,6 +136,7 @@ fn trained_run(kind: ModelKind, dir: &Path) -> (RunConfig, Model) {
         train: trainer.config().clone(),
         dataset: train.name,
         epochs_done: 1,
+        batches_done: 0,
     };
     RunDir::create(dir)
         .unwrap()

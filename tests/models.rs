@@ -87,6 +87,7 @@ fn each_model_learns_from_a_short_run_on_real_digits_and_reloads_identically() {
             train: trainer.config().clone(),
             dataset: train.name,
             epochs_done: 1,
+            batches_done: 0,
         };
         run.save(&config, &trainer.weights(), None, &[], false)
             .unwrap();

@@ -298,3 +298,98 @@ fn a_run_resumes_on_the_path_that_wrote_its_optimizer_state() {
     .unwrap();
     assert!(!resumed.is_fused());
 }
+
+/// Asks training to stop after `after` batches, as Ctrl-C does.
+struct StopAfter {
+    after: usize,
+    seen: usize,
+}
+
+impl digits::train::TrainObserver for StopAfter {
+    fn batch(&mut self, _: &digits::train::BatchProgress) {
+        self.seen += 1;
+    }
+    fn should_stop(&mut self) -> bool {
+        self.seen >= self.after
+    }
+}
+
+#[test]
+fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
+    let train_set = Dataset::lite(Split::Train).truncated(1_600);
+    let test_set = Dataset::lite(Split::Test).truncated(320);
+    for (model, config) in [
+        (ModelConfig::default(), TrainConfig::default()),
+        (
+            digits::model::ModelKind::Lenet5.config(),
+            TrainConfig {
+                shuffle: true,
+                augment: Some(digits::augment::AugmentConfig::digits()),
+                schedule: digits::train::LrSchedule::OneCycle,
+                lr: 0.002,
+                ..TrainConfig::default()
+            },
+        ),
+    ] {
+        let config = TrainConfig {
+            epochs: 2,
+            ..config
+        };
+        let mut straight = common::trainer(&model, config.clone(), 0);
+        for _ in 0..2 {
+            straight.train_epoch(&train_set, &mut Quiet).unwrap();
+        }
+
+        // Stopped 30 batches into epoch 2 (50 batches each).
+        let dir = tempfile::tempdir().unwrap();
+        let mut trainer = common::trainer(&model, config.clone(), 0);
+        let mut checkpoint = digits::run::RunCheckpoint {
+            dir: RunDir::create(dir.path()).unwrap(),
+            dataset: train_set.name,
+            history: Vec::new(),
+        };
+        let mut stopper = StopAfter { after: 80, seen: 0 };
+        let stopped = digits::train::fit(
+            &mut trainer,
+            &train_set,
+            None,
+            &test_set,
+            &mut stopper,
+            &mut checkpoint,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                stopped,
+                digits::train::TrainError::Interrupted {
+                    epoch: 2,
+                    batches_done: 30
+                }
+            ),
+            "{stopped}"
+        );
+        let run = RunDir::open(dir.path()).unwrap();
+        let saved = run.config().unwrap();
+        assert_eq!((saved.epochs_done, saved.batches_done), (1, 30));
+        assert_eq!(run.metrics().unwrap().len(), 1);
+
+        let mut resumed =
+            Trainer::new(saved.model, run.weights().unwrap(), config, &Device::flex())
+                .unwrap()
+                .resume(run.optimizer_state().unwrap(), saved.epochs_done)
+                .unwrap()
+                .skip_batches(saved.batches_done);
+        let losses = resumed.train_epoch(&train_set, &mut Quiet).unwrap();
+        assert_eq!(losses.len(), 20);
+        let (a, b) = (straight.weights(), resumed.weights());
+        for (name, tensor) in &a {
+            let max_diff = tensor
+                .values
+                .iter()
+                .zip(&b[name].values)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(max_diff <= 1e-5, "{name} differs by {max_diff}");
+        }
+    }
+}

@@ -92,6 +92,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         train: TrainConfig::default(),
         dataset: args.dataset,
         epochs_done: 0,
+        batches_done: 0,
     };
     run.save(&config, &weights, None, &[], false)?;
     println!(

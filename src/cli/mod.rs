@@ -11,6 +11,8 @@ mod serve;
 mod show;
 mod train;
 
+pub use train::Interrupted;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

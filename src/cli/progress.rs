@@ -65,11 +65,19 @@ impl FetchProgress for DownloadBars {
 /// epoch; on a terminal a bar also shows the epoch's progress.
 pub struct TrainPrinter {
     bar: Option<ProgressBar>,
+    /// The epoch whose header is printed (a resumed epoch may not start at batch 0).
+    epoch: Option<usize>,
 }
 
 impl TrainPrinter {
+    /// Prints training as it goes; from now on Ctrl-C (or SIGTERM) stops training at the end
+    /// of the current batch, which is then saved, rather than killing the process.
     pub fn new() -> Self {
-        Self { bar: None }
+        interrupt::catch();
+        Self {
+            bar: None,
+            epoch: None,
+        }
     }
 
     fn line(&self, text: &str) {
@@ -82,7 +90,8 @@ impl TrainPrinter {
 
 impl TrainObserver for TrainPrinter {
     fn batch(&mut self, progress: &BatchProgress) {
-        if progress.batch == 0 {
+        if self.epoch != Some(progress.epoch) {
+            self.epoch = Some(progress.epoch);
             println!("Epoch {}\n-------------------------------", progress.epoch);
             if on_terminal() {
                 let bar = ProgressBar::new(progress.batches as u64);
@@ -107,6 +116,14 @@ impl TrainObserver for TrainPrinter {
         }
     }
 
+    fn should_stop(&mut self) -> bool {
+        let stop = interrupt::requested();
+        if stop && let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        stop
+    }
+
     fn epoch(&mut self, metrics: &EpochMetrics, _evaluation: &Evaluation) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
@@ -124,4 +141,36 @@ impl TrainObserver for TrainPrinter {
             metrics.test_loss
         );
     }
+}
+
+/// Ctrl-C and SIGTERM during training: the first asks training to stop and save; a second
+/// one ends the process at once, as usual.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+    pub fn requested() -> bool {
+        REQUESTED.load(Ordering::Relaxed)
+    }
+
+    #[cfg(unix)]
+    pub fn catch() {
+        extern "C" fn on_signal(signal: libc::c_int) {
+            REQUESTED.store(true, Ordering::Relaxed);
+            // SAFETY: signal() is async-signal-safe; the next signal gets its default action.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+        }
+        // SAFETY: the handler only stores to an atomic and calls signal(), both
+        // async-signal-safe.
+        unsafe {
+            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+
+    #[cfg(not(unix))]
+    pub fn catch() {}
 }

@@ -9,7 +9,7 @@ use digits::data::{DatasetName, Split};
 use digits::device::DeviceChoice;
 use digits::model::{Activation, ModelConfig, ModelKind, Normalization};
 use digits::run::{RunCheckpoint, RunDir};
-use digits::train::{self, EngineChoice, LrSchedule, OptimizerKind, Preset, Trainer};
+use digits::train::{self, EngineChoice, LrSchedule, OptimizerKind, Preset, TrainError, Trainer};
 
 use super::{DataArgs, progress::TrainPrinter};
 
@@ -203,6 +203,12 @@ impl TrainSettings {
     }
 }
 
+/// Training was stopped by Ctrl-C or SIGTERM and saved: `main` exits with 130, as shells
+/// expect of an interrupted command.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let out = train(&args.settings, args.resume.as_deref(), args.out)?;
     println!("Done! Saved to {}", out.display());
@@ -254,9 +260,19 @@ pub fn train(
     let (mut model_config, mut config, weights, history, out, resume_state) = match resumed {
         Some((saved, run)) => {
             let mut config = saved.train.clone();
-            config.epochs = saved.epochs_done + args.epochs.unwrap_or(saved.train.epochs);
+            let unfinished = saved.epochs_done < saved.train.epochs;
+            config.epochs = match args.epochs {
+                Some(more) => saved.epochs_done + more,
+                // An interrupted run finishes the epochs it was started with.
+                None if unfinished => saved.train.epochs,
+                None => saved.epochs_done + saved.train.epochs,
+            };
             let out = out.unwrap_or_else(|| run.path().to_path_buf());
-            let resume_state = Some((run.optimizer_state()?, saved.epochs_done));
+            let resume_state = Some((
+                run.optimizer_state()?,
+                saved.epochs_done,
+                saved.batches_done,
+            ));
             (
                 saved.model,
                 config,
@@ -355,23 +371,44 @@ pub fn train(
     );
 
     let mut trainer = Trainer::new(model_config, weights, config, &selected.device)?;
-    if let Some((optimizer_state, epochs_done)) = resume_state {
-        trainer = trainer.resume(optimizer_state, epochs_done)?;
-        println!("Resuming after epoch {epochs_done}");
+    if let Some((optimizer_state, epochs_done, batches_done)) = resume_state {
+        trainer = trainer
+            .resume(optimizer_state, epochs_done)?
+            .skip_batches(batches_done);
+        match batches_done {
+            0 => println!("Resuming after epoch {epochs_done}"),
+            n => println!(
+                "Resuming epoch {} after its first {n} batches",
+                epochs_done + 1
+            ),
+        }
     }
     let mut checkpoint = RunCheckpoint {
         dir: run_dir,
         dataset: resolved.dataset,
         history,
     };
-    let history = train::fit(
+    let history = match train::fit(
         &mut trainer,
         &train_set,
         validation_set.as_ref(),
         &test_set,
         &mut TrainPrinter::new(),
         &mut checkpoint,
-    )?;
+    ) {
+        Err(TrainError::Interrupted {
+            epoch,
+            batches_done,
+        }) => {
+            println!(
+                "Interrupted during epoch {epoch} after {batches_done} batches; saved to {}. \
+                 Continue with: digits train --resume {0}",
+                out.display()
+            );
+            return Err(Interrupted.into());
+        }
+        other => other?,
+    };
     let best = history
         .iter()
         .filter_map(|m| m.validation_accuracy.map(|a| (a, m)))

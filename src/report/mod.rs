@@ -192,6 +192,7 @@ mod tests {
             },
             dataset: DatasetName::MnistLite,
             epochs_done,
+            batches_done: 0,
         }
     }
 

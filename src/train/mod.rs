@@ -311,6 +311,8 @@ pub enum TrainError {
         batch: usize,
         loss: f32,
     },
+    #[error("interrupted during epoch {epoch}, after {batches_done} batches")]
+    Interrupted { epoch: usize, batches_done: usize },
     #[error("the saved optimizer state cannot be read: {0}")]
     OptimizerState(String),
     #[error(transparent)]
@@ -358,6 +360,11 @@ pub struct EpochMetrics {
 pub trait TrainObserver {
     fn batch(&mut self, _progress: &BatchProgress) {}
     fn epoch(&mut self, _metrics: &EpochMetrics, _evaluation: &Evaluation) {}
+    /// Asked after every batch: `true` stops training there (Ctrl-C, say); [`fit`] then saves
+    /// a checkpoint that resumes at the next batch.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
 }
 
 /// Does nothing: for callers that only want the result.
@@ -373,6 +380,10 @@ pub trait Checkpoint {
         metrics: &EpochMetrics,
         best: bool,
     ) -> Result<(), TrainError>;
+
+    /// Saves the trainer as it is in the middle of an epoch ([`Trainer::batches_done`]
+    /// batches in), when training is stopped there.
+    fn save_interrupted(&mut self, trainer: &Trainer) -> Result<(), TrainError>;
 }
 
 /// An optimizer state saved for resuming, in the format of the path that wrote it.
@@ -410,6 +421,8 @@ pub struct Trainer {
     steps_per_epoch: usize,
     /// The learning rate of the latest step.
     last_lr: f64,
+    /// Batches of the next epoch already trained before a resume.
+    resume_batches: usize,
 }
 
 impl Trainer {
@@ -436,6 +449,7 @@ impl Trainer {
             epochs_done: 0,
             step_in_epoch: 0,
             steps_per_epoch: 0,
+            resume_batches: 0,
         })
     }
 
@@ -471,6 +485,7 @@ impl Trainer {
         optimizer_state: Option<OptimizerState>,
         epochs_done: usize,
     ) -> Result<Self, TrainError> {
+        self.resume_batches = 0;
         let state_error =
             |err: &dyn std::fmt::Debug| TrainError::OptimizerState(format!("{err:?}"));
         match optimizer_state {
@@ -498,6 +513,20 @@ impl Trainer {
         }
         self.epochs_done = epochs_done;
         Ok(self)
+    }
+
+    /// Continues an epoch that was stopped after `batches_done` batches: the next
+    /// [`Trainer::train_epoch`] starts at the batch after them. Batch order and augmentation
+    /// depend only on the seed, the epoch and the batch's index, so the result is the same as
+    /// if training had not stopped.
+    pub fn skip_batches(mut self, batches_done: usize) -> Self {
+        self.resume_batches = batches_done;
+        self
+    }
+
+    /// Batches done in the current epoch: nonzero only when training was stopped mid-epoch.
+    pub fn batches_done(&self) -> usize {
+        self.step_in_epoch
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -624,11 +653,12 @@ impl Trainer {
             .then(|| shuffled(data.len(), self.config.seed, epoch));
         let batches = data.batches(self.config.batch_size, order.as_deref());
         let count = batches.len();
+        let skip = std::mem::take(&mut self.resume_batches).min(count);
         self.steps_per_epoch = count;
-        self.step_in_epoch = 0;
-        let mut losses = Vec::with_capacity(count);
-        let mut seen = 0;
-        for (index, mut batch) in batches.enumerate() {
+        self.step_in_epoch = skip;
+        let mut losses = Vec::with_capacity(count - skip);
+        let mut seen = (skip * self.config.batch_size).min(data.len());
+        for (index, mut batch) in batches.enumerate().skip(skip) {
             if let Some(config) = &self.config.augment {
                 let seed = self.config.seed ^ ((epoch as u64) << 32 | index as u64);
                 augment::augment(&mut batch, config, seed);
@@ -651,6 +681,12 @@ impl Trainer {
                 seen,
                 total: data.len(),
             });
+            if observer.should_stop() && index + 1 < count {
+                return Err(TrainError::Interrupted {
+                    epoch,
+                    batches_done: index + 1,
+                });
+            }
         }
         self.epochs_done = epoch;
         self.step_in_epoch = 0;
@@ -681,8 +717,21 @@ pub fn fit(
     let mut history = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     while trainer.epochs_done() < trainer.config().epochs {
+        if observer.should_stop() {
+            // The last epoch's checkpoint is already saved.
+            return Err(TrainError::Interrupted {
+                epoch: trainer.epochs_done() + 1,
+                batches_done: 0,
+            });
+        }
         let started = Instant::now();
-        let batch_losses = trainer.train_epoch(train, observer)?;
+        let batch_losses = match trainer.train_epoch(train, observer) {
+            Err(interrupted @ TrainError::Interrupted { .. }) => {
+                checkpoint.save_interrupted(trainer)?;
+                return Err(interrupted);
+            }
+            other => other?,
+        };
         let seconds = started.elapsed().as_secs_f64();
         let model = trainer.model();
         let batch_size = trainer.config().batch_size;
