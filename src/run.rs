@@ -231,6 +231,7 @@ impl RunDir {
         metrics: &[EpochMetrics],
         best: bool,
     ) -> Result<(), RunError> {
+        self.remove_abandoned_temporary_files();
         if let Some(state) = optimizer_state {
             let (name, stale, bytes) = match state {
                 OptimizerState::Burn(bytes) => (BURN_OPTIMIZER_FILE, FUSED_OPTIMIZER_FILE, bytes),
@@ -263,6 +264,19 @@ impl RunDir {
         self.write(METRICS_FILE, lines.as_bytes())?;
         let json = serde_json::to_string_pretty(config).expect("run configs serialise");
         self.write(CONFIG_FILE, json.as_bytes())
+    }
+
+    /// A process killed in the middle of a write leaves its temporary file (`.tmpXXXXXX`,
+    /// never read by anything); the next save clears them so they do not pile up.
+    fn remove_abandoned_temporary_files(&self) {
+        let Ok(entries) = fs::read_dir(&self.path) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RunError> {

@@ -273,11 +273,15 @@ pub fn train(
                 saved.epochs_done,
                 saved.batches_done,
             ));
+            // A process killed between writing the metrics and the config leaves a line for
+            // an epoch the config does not count; that epoch is trained again.
+            let mut history = run.metrics()?;
+            history.truncate(saved.epochs_done);
             (
                 saved.model,
                 config,
                 Some(run.weights()?),
-                run.metrics()?,
+                history,
                 out,
                 resume_state,
             )
