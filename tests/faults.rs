@@ -78,3 +78,63 @@ fn kill_9_at_twenty_moments_of_training_always_leaves_a_run_that_loads_and_resum
     }
     assert!(epochs_seen > 0, "no checkpoint was ever written");
 }
+
+/// Unmounts the tmpfs when the test ends, however it ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_last_checkpoint_stays_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    // 2.6 MB holds one checkpoint of the tutorial MLP (1.9 MB: weights, Adam's two moments)
+    // but not the 1.25 MB temporary file of the next one beside it.
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2600k", "tmpfs"])
+        .arg(&disk)
+        .output();
+    if !mounted.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "skipped: mounting a small tmpfs needs root (CAP_SYS_ADMIN), which this run lacks"
+        );
+        return;
+    }
+    let _unmount = Mounted(disk.clone());
+
+    let output = common::digits(
+        dir.path(),
+        &[
+            "train",
+            "--dataset",
+            "mnist-lite",
+            "--limit",
+            "640",
+            "--epochs",
+            "3",
+            "--out",
+            "disk/run",
+        ],
+    );
+    common::assert_clean_failure(&output, "No space left on device");
+    assert!(
+        common::stderr(&output).contains("cannot write"),
+        "{}",
+        common::stderr(&output)
+    );
+
+    let run = RunDir::open(&disk.join("run")).unwrap();
+    assert_eq!(run.config().unwrap().epochs_done, 1);
+    run.load_model(&Device::flex()).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(disk.join("run"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -2,7 +2,7 @@
 //! out over a GEMM, with every buffer allocated once.
 //!
 //! At the tutorial's batch of 32 the arithmetic is small (a step is about 30 MFLOP) and a
-//! framework's per-operation cost dominates: Burn's path spent about 60% of a step outside
+//! framework's per-operation cost dominates: Burn's path spent about 70% of a step outside
 //! matrix products (PERFORMANCE.md). `Trainer` takes this path whenever it computes exactly
 //! what Burn's would (an MLP without dropout, Adam without weight decay or plain SGD, no label
 //! smoothing, on the CPU), and the same reference tests hold it to PyTorch's numbers.
