@@ -8,11 +8,40 @@ use std::time::Duration;
 use burn::tensor::Device;
 use digits::run::RunDir;
 
+/// The temporary files in `run`: a write in progress, or one abandoned by a kill.
+fn temporary_files(run: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(run)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until a checkpoint is being written in `run` (a temporary file other than the
+/// abandoned `stale` ones exists there), for at most `limit`; returns whether one was seen.
+fn wait_for_a_save(run: &std::path::Path, stale: &[String], limit: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if temporary_files(run)
+            .iter()
+            .any(|name| !stale.contains(name))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    false
+}
+
 #[test]
-fn kill_9_at_twenty_moments_of_training_always_leaves_a_run_that_loads_and_resumes() {
+fn kill_9_during_twenty_checkpoint_saves_always_leaves_a_run_that_loads_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    // Tiny epochs, so checkpoints are written many times a second and the kills land before,
-    // during and after saves.
+    let path = dir.path().join("run");
+    // Tiny epochs, so checkpoints are written several times a second.
     let first = [
         "train",
         "--dataset",
@@ -23,14 +52,15 @@ fn kill_9_at_twenty_moments_of_training_always_leaves_a_run_that_loads_and_resum
         "10000",
     ];
     let again = ["train", "--resume", "run", "--limit", "320"];
-    let mut delay_ms: u64 = 150;
     let mut epochs_seen = 0;
+    let mut caught_saving = 0;
     for round in 0..20 {
-        let args: Vec<&str> = if round == 0 || !dir.path().join("run/config.json").exists() {
+        let args: Vec<&str> = if !path.join("config.json").exists() {
             first.iter().chain(&["--out", "run"]).copied().collect()
         } else {
             again.to_vec()
         };
+        let stale = temporary_files(&path);
         let mut child = Command::new(env!("CARGO_BIN_EXE_digits"))
             .args(&args)
             .current_dir(dir.path())
@@ -38,23 +68,22 @@ fn kill_9_at_twenty_moments_of_training_always_leaves_a_run_that_loads_and_resum
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // A fixed pseudo-random sequence of delays between 150 ms and 1.4 s.
-        delay_ms = 150 + (delay_ms * 7919 + 104_729) % 1250;
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        // Let a varying number of saves pass, then kill in the middle of one.
+        std::thread::sleep(Duration::from_millis(50 + 37 * round));
+        if wait_for_a_save(&path, &stale, Duration::from_secs(10)) {
+            caught_saving += 1;
+        }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
 
-        let path = dir.path().join("run");
         if !path.join("config.json").exists() {
-            // Killed before the first checkpoint: nothing claims to be a run.
+            // Killed during the very first save: nothing claims to be a run yet.
             continue;
         }
         let run = RunDir::open(&path).unwrap();
         let config = run.config().unwrap();
-        let (_, model) = run
-            .load_model(&Device::flex())
+        run.load_model(&Device::flex())
             .unwrap_or_else(|err| panic!("round {round}: {err:#}"));
-        drop(model);
         let metrics = run.metrics().unwrap();
         assert!(
             metrics.len() >= config.epochs_done,
@@ -68,15 +97,23 @@ fn kill_9_at_twenty_moments_of_training_always_leaves_a_run_that_loads_and_resum
         );
         epochs_seen = config.epochs_done;
         assert!(run.optimizer_state().unwrap().is_some());
-        let leftovers: Vec<_> = std::fs::read_dir(&path)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.starts_with('.') || name.ends_with(".tmp"))
-            .collect();
-        // A temporary file from an interrupted write may remain; it is never read.
-        assert!(leftovers.len() <= 1, "round {round}: {leftovers:?}");
     }
     assert!(epochs_seen > 0, "no checkpoint was ever written");
+    // A run left to finish clears the temporary files the kills abandoned.
+    let finished = common::digits(
+        dir.path(),
+        &[
+            "train", "--resume", "run", "--limit", "320", "--epochs", "1",
+        ],
+    );
+    assert!(finished.status.success(), "{}", common::stderr(&finished));
+    assert_eq!(temporary_files(&path), Vec::<String>::new());
+    eprintln!("{caught_saving} of 20 kills landed while a checkpoint file was being written");
+    // Most kills land while a file is being written (a few may miss the short window).
+    assert!(
+        caught_saving >= 15,
+        "only {caught_saving} of 20 kills landed during a save"
+    );
 }
 
 /// Unmounts the tmpfs when the test ends, however it ends.
