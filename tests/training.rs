@@ -83,19 +83,7 @@ fn resuming_a_saved_run_continues_exactly_where_it_stopped() {
     resumed.train_epoch(&train_set, &mut Quiet).unwrap();
 
     assert_eq!(resumed.epochs_done(), 2);
-    let (a, b) = (straight.weights(), resumed.weights());
-    for (name, tensor) in &a {
-        let max_diff = tensor
-            .values
-            .iter()
-            .zip(&b[name].values)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(
-            max_diff <= 1e-6,
-            "{name} differs by {max_diff}: the optimizer state was not restored"
-        );
-    }
+    common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-6);
 }
 
 #[test]
@@ -381,15 +369,6 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
                 .skip_batches(saved.batches_done);
         let losses = resumed.train_epoch(&train_set, &mut Quiet).unwrap();
         assert_eq!(losses.len(), 20);
-        let (a, b) = (straight.weights(), resumed.weights());
-        for (name, tensor) in &a {
-            let max_diff = tensor
-                .values
-                .iter()
-                .zip(&b[name].values)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f32::max);
-            assert!(max_diff <= 1e-5, "{name} differs by {max_diff}");
-        }
+        common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-5);
     }
 }

@@ -23,7 +23,7 @@
 use burn::module::RunningState;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, PaddingConfig2d};
+use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -258,12 +258,7 @@ impl Cnn {
         mut weights: Weights,
         device: &Device,
     ) -> Result<Self, WeightsError> {
-        if !(0.0..1.0).contains(&config.dropout) {
-            return Err(WeightsError::Architecture(format!(
-                "dropout {} is not in [0, 1)",
-                config.dropout
-            )));
-        }
+        let dropout = layers::dropout(config.dropout)?;
         let mut ids = ParamIds::default();
         let mut blocks = Vec::new();
         let mut inputs = 1;
@@ -315,7 +310,7 @@ impl Cnn {
         Ok(Self {
             blocks,
             linears,
-            dropout: DropoutConfig::new(config.dropout).init(),
+            dropout,
             activation: config.activation,
             normalization: config.normalization,
         })

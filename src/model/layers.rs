@@ -2,7 +2,7 @@
 //! them back (as values or as gradients), PyTorch's initialisation, and input normalisation.
 
 use burn::module::{Param, ParamId};
-use burn::nn::Linear;
+use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 use rand::Rng;
@@ -102,6 +102,17 @@ pub(crate) fn read_linear(layer: &Linear, name: &str, reading: Reading, out: &mu
     if let Some(bias) = &layer.bias {
         reading.insert(out, &format!("{name}.bias"), reading.read(bias));
     }
+}
+
+/// Dropout with probability `p`, refused unless it is in [0, 1): a config read from disk may
+/// hold anything, and Burn's own check would panic.
+pub(crate) fn dropout(p: f64) -> Result<Dropout, WeightsError> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(WeightsError::Architecture(format!(
+            "dropout {p} is not in [0, 1)"
+        )));
+    }
+    Ok(DropoutConfig::new(p).init())
 }
 
 /// Draws fresh weights as PyTorch does for `nn.Linear` and `nn.Conv2d`: weight and bias

@@ -1,6 +1,6 @@
 //! The tutorial's network: a multilayer perceptron, 784 -> 128 -> 400 -> 10 by default.
 
-use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::nn::{Dropout, Linear};
 use burn::prelude::*;
 use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
@@ -138,12 +138,7 @@ impl Mlp {
         mut weights: Weights,
         device: &Device,
     ) -> Result<Self, WeightsError> {
-        if !(0.0..1.0).contains(&config.dropout) {
-            return Err(WeightsError::Architecture(format!(
-                "dropout {} is not in [0, 1)",
-                config.dropout
-            )));
-        }
+        let dropout = layers::dropout(config.dropout)?;
         let mut ids = ParamIds::default();
         let layers = config
             .layers()
@@ -153,7 +148,7 @@ impl Mlp {
         weights::ensure_consumed(&weights)?;
         Ok(Self {
             layers,
-            dropout: DropoutConfig::new(config.dropout).init(),
+            dropout,
             activation: config.activation,
             normalization: config.normalization,
         })

@@ -120,3 +120,20 @@ pub fn trainer(
     )
     .unwrap()
 }
+
+/// Asserts every tensor of `a` is within `tolerance` of `b`'s, element by element.
+pub fn assert_weights_close(
+    a: &digits::model::Weights,
+    b: &digits::model::Weights,
+    tolerance: f32,
+) {
+    for (name, tensor) in a {
+        let max_diff = tensor
+            .values
+            .iter()
+            .zip(&b[name].values)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(max_diff <= tolerance, "{name} differs by {max_diff}");
+    }
+}
