@@ -237,3 +237,23 @@ fn sgd_with_momentum_and_adamw_train() {
         assert!(accuracy > 0.65, "{optimizer:?}: {accuracy}");
     }
 }
+
+#[test]
+fn a_hand_edited_architecture_that_cannot_work_is_an_error_not_a_panic() {
+    let mut huge_padding = digits::model::CnnConfig::small();
+    huge_padding.conv[0].padding = usize::MAX / 2;
+    let mut huge_kernel = digits::model::CnnConfig::small();
+    huge_kernel.conv[1].kernel = 1 << 40;
+    let mut huge_channels = digits::model::CnnConfig::lenet5();
+    huge_channels.conv[1].channels = usize::MAX / 4;
+    let mut bad_dropout = digits::model::CnnConfig::small();
+    bad_dropout.dropout = 1.5;
+    for config in [huge_padding, huge_kernel, huge_channels, bad_dropout] {
+        let config = ModelConfig::Cnn(config);
+        let err = Model::from_weights(&config, Default::default(), &Device::flex()).unwrap_err();
+        assert!(
+            matches!(err, digits::model::WeightsError::Architecture(_)),
+            "{err}"
+        );
+    }
+}

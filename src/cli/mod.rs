@@ -72,6 +72,18 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// The model `--model RUN...` names (several answer together), or the built-in one.
+fn load_predictor(
+    models: &[PathBuf],
+    device: &burn::tensor::Device,
+) -> anyhow::Result<digits::predict::Predictor> {
+    if models.is_empty() {
+        return Ok(digits::predict::Predictor::built_in(device));
+    }
+    let runs: Vec<&std::path::Path> = models.iter().map(PathBuf::as_path).collect();
+    Ok(digits::predict::Predictor::load(&runs, device)?)
+}
+
 /// Where data comes from; shared by every command that reads a dataset.
 #[derive(Debug, Clone, Args)]
 struct DataArgs {

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use digits::device::DeviceChoice;
 use digits::files::save_png;
-use digits::predict::{DigitPrediction, Predictor};
+use digits::predict::DigitPrediction;
 use digits::prepare::{self, Prepared};
 use serde_json::json;
 
@@ -58,12 +58,7 @@ struct Input {
 /// Returns `Ok(true)` when every input was read, `Ok(false)` when some failed.
 pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
     let device = args.device.select().device;
-    let predictor = if args.models.is_empty() {
-        Predictor::built_in(&device)
-    } else {
-        let runs: Vec<&std::path::Path> = args.models.iter().map(PathBuf::as_path).collect();
-        Predictor::load(&runs, &device)?
-    };
+    let predictor = super::load_predictor(&args.models, &device)?;
     if let Some(dir) = &args.save_preprocessed {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use digits::device::DeviceChoice;
-use digits::predict::Predictor;
 use digits::serve::{self, AppState};
 
 #[derive(Debug, Args)]
@@ -26,12 +25,7 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let device = args.device.select().device;
-    let predictor = if args.models.is_empty() {
-        Predictor::built_in(&device)
-    } else {
-        let runs: Vec<&std::path::Path> = args.models.iter().map(PathBuf::as_path).collect();
-        Predictor::load(&runs, &device)?
-    };
+    let predictor = super::load_predictor(&args.models, &device)?;
     let state = Arc::new(AppState::new(predictor));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {

@@ -262,7 +262,7 @@ pub fn train(
             let mut config = saved.train.clone();
             let unfinished = saved.epochs_done < saved.train.epochs;
             config.epochs = match args.epochs {
-                Some(more) => saved.epochs_done + more,
+                Some(more) => saved.epochs_done.saturating_add(more),
                 // An interrupted run finishes the epochs it was started with.
                 None if unfinished => saved.train.epochs,
                 None => saved.epochs_done + saved.train.epochs,

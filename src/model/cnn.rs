@@ -111,6 +111,17 @@ impl CnnConfig {
         let mut side = IMAGE_SIDE;
         let mut maps = Vec::new();
         for (i, layer) in self.conv.iter().enumerate() {
+            // A config read from disk may hold anything: kernels wider than the image or
+            // padding as wide as the kernel are refused before any size is computed from them.
+            if layer.kernel > IMAGE_SIDE || layer.padding >= layer.kernel.max(1) {
+                return Err(WeightsError::Architecture(format!(
+                    "convolution {}: kernel {} with padding {} (kernels are at most {IMAGE_SIDE} \
+                     wide, padding smaller than the kernel)",
+                    i + 1,
+                    layer.kernel,
+                    layer.padding
+                )));
+            }
             let padded = side + 2 * layer.padding;
             if layer.channels == 0 || layer.kernel == 0 || layer.kernel > padded {
                 return Err(WeightsError::Architecture(format!(
@@ -142,7 +153,10 @@ impl CnnConfig {
             .last()
             .copied()
             .unwrap_or((1, IMAGE_SIDE));
-        let widths: Vec<usize> = std::iter::once(channels * side * side)
+        let features = channels.checked_mul(side * side).ok_or_else(|| {
+            WeightsError::Architecture(format!("{channels} channels is too many"))
+        })?;
+        let widths: Vec<usize> = std::iter::once(features)
             .chain(self.hidden.iter().copied())
             .chain(std::iter::once(NUM_CLASSES))
             .collect();
@@ -259,6 +273,8 @@ impl Cnn {
         device: &Device,
     ) -> Result<Self, WeightsError> {
         let dropout = layers::dropout(config.dropout)?;
+        // Checks the whole geometry before any tensor is taken.
+        let linear_layers = config.linear_layers()?;
         let mut ids = ParamIds::default();
         let mut blocks = Vec::new();
         let mut inputs = 1;
@@ -301,8 +317,7 @@ impl Cnn {
             blocks.push(ConvBlock { conv, norm, pool });
             inputs = layer.channels;
         }
-        let linears = config
-            .linear_layers()?
+        let linears = linear_layers
             .into_iter()
             .map(|(name, shape)| layers::linear(&mut weights, &name, shape, &mut ids, device))
             .collect::<Result<Vec<_>, _>>()?;
