@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let batch_size = 32;
 
     // 5. CUDA if available, else the CPU.
-    let selected = DeviceChoice::Auto.select();
+    let selected = DeviceChoice::Auto.select()?;
     println!("Using {} device", selected.name);
 
     // 6. The shape of one test batch and the dtype of its labels.

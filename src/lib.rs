@@ -10,7 +10,7 @@
 //!
 //! let train = Dataset::lite(Split::Train);
 //! let test = Dataset::lite(Split::Test);
-//! let device = digits::device::DeviceChoice::Auto.select().device;
+//! let device = digits::device::DeviceChoice::Auto.select()?.device;
 //! let model = ModelConfig::default();
 //! let mut trainer = Trainer::new(model.clone(), model.initial_weights(0), TrainConfig::default(), &device)?;
 //! trainer.train_epoch(&train, &mut digits::train::Quiet)?;

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// Skip the PyTorch baseline even when torch is installed.
     #[arg(long)]
     no_pytorch: bool,
-    /// auto (the best available) or cpu.
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
 }
@@ -81,7 +81,7 @@ fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
     anyhow::ensure!(args.cnn_images > 0, "--cnn-images must be at least 1");
-    let selected = args.device.select();
+    let selected = args.device.select()?;
     let say = |line: String| {
         if !args.json {
             println!("{line}");

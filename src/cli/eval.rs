@@ -22,13 +22,13 @@ pub struct EvalArgs {
     /// Images per batch (the average loss is a mean of batch means, as in the tutorial).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65536))]
     batch_size: u32,
-    /// auto (the best available) or cpu.
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let selected = args.device.select();
+    let selected = args.device.select()?;
     println!("Using {} device ({})", selected.name, selected.reason);
     let (configs, models) = args
         .models

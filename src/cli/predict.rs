@@ -36,7 +36,7 @@ pub struct PredictArgs {
     /// Read a whole number: the digits left to right.
     #[arg(long)]
     number: bool,
-    /// auto (the best available) or cpu.
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
 }
@@ -57,7 +57,10 @@ struct Input {
 
 /// Returns `Ok(true)` when every input was read, `Ok(false)` when some failed.
 pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
-    let device = args.device.select().device;
+    let selected = args.device.select()?;
+    // stdout carries the predictions (CSV or JSON); the device goes to stderr.
+    eprintln!("Using {} device ({})", selected.name, selected.reason);
+    let device = selected.device;
     let predictor = super::load_predictor(&args.models, &device)?;
     if let Some(dir) = &args.save_preprocessed {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

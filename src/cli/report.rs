@@ -23,14 +23,16 @@ pub struct ReportArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
-    /// auto (the best available) or cpu.
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     let run = RunDir::open(&args.run)?;
-    let (config, model) = run.load_model(&args.device.select().device)?;
+    let selected = args.device.select()?;
+    println!("Using {} device ({})", selected.name, selected.reason);
+    let (config, model) = run.load_model(&selected.device)?;
     let history = run.metrics()?;
     let test = args.data.resolve(config.dataset)?.load(Split::Test)?;
     let evaluation = eval::evaluate(&model, &test, config.train.batch_size);

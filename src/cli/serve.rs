@@ -18,13 +18,15 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// auto (the best available) or cpu.
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let device = args.device.select().device;
+    let selected = args.device.select()?;
+    println!("Using {} device ({})", selected.name, selected.reason);
+    let device = selected.device;
     let predictor = super::load_predictor(&args.models, &device)?;
     let state = Arc::new(AppState::new(predictor));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

@@ -89,7 +89,7 @@ pub struct TrainSettings {
     /// Seed for the initial weights, shuffling and augmentation [default: 0].
     #[arg(long)]
     seed: Option<u64>,
-    /// auto (the best available) or cpu.
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
     /// auto (the fused CPU path for plain MLPs, Burn's autodiff otherwise) or burn (always
@@ -243,7 +243,7 @@ pub fn train(
         );
     }
 
-    let selected = args.device.select();
+    let selected = args.device.select()?;
     println!("Using {} device ({})", selected.name, selected.reason);
 
     let default_dataset = resumed
