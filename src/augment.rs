@@ -68,6 +68,35 @@ impl AugmentConfig {
     }
 }
 
+impl AugmentConfig {
+    /// Why these settings cannot be used, if they cannot. The presets always can; a run's
+    /// config.json is a file people edit, and a sigma of 0 there would fill every training
+    /// image with NaN (which training would then blame on the learning rate).
+    pub fn check(&self) -> Result<(), String> {
+        let side = IMAGE_SIDE as f32;
+        let mut bounds = vec![
+            ("rotation_degrees", self.rotation_degrees, 0.0, 180.0),
+            ("scale", self.scale, 0.0, 0.9),
+            ("translation", self.translation, 0.0, side),
+            // tan() of the shear grows without bound towards 90 degrees.
+            ("shear_degrees", self.shear_degrees, 0.0, 60.0),
+        ];
+        if let Some(elastic) = self.elastic {
+            bounds.push(("elastic.alpha", elastic.alpha, 0.0, 100.0));
+            bounds.push(("elastic.sigma", elastic.sigma, 0.5, side));
+        }
+        match bounds
+            .into_iter()
+            .find(|(_, value, min, max)| !(*min..=*max).contains(value))
+        {
+            Some((name, value, min, max)) => Err(format!(
+                "augment.{name} is {value}, but it must be between {min} and {max}"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Distorts every image of `batch` in place; the same `seed` gives the same distortions.
 pub fn augment(batch: &mut Batch, config: &AugmentConfig, seed: u64) {
     batch
@@ -185,6 +214,36 @@ fn displacement_field(rng: &mut ChaCha8Rng, alpha: f32, sigma: f32) -> Vec<f32> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_that_would_break_images_are_refused() {
+        assert_eq!(AugmentConfig::digits().check(), Ok(()));
+        assert_eq!(AugmentConfig::clothes().check(), Ok(()));
+        let no_smoothing = AugmentConfig {
+            elastic: Some(Elastic {
+                alpha: 20.0,
+                sigma: 0.0,
+            }),
+            ..AugmentConfig::digits()
+        };
+        let err = no_smoothing.check().unwrap_err();
+        assert!(err.contains("augment.elastic.sigma is 0"), "{err}");
+        let not_a_number = AugmentConfig {
+            rotation_degrees: f32::NAN,
+            ..AugmentConfig::digits()
+        };
+        assert!(
+            not_a_number
+                .check()
+                .unwrap_err()
+                .contains("rotation_degrees")
+        );
+        let flat = AugmentConfig {
+            shear_degrees: 89.0,
+            ..AugmentConfig::digits()
+        };
+        assert!(flat.check().is_err());
+    }
 
     fn stroke_batch() -> Batch {
         let mut pixels = vec![0.0; 4 * IMAGE_PIXELS];

@@ -72,6 +72,8 @@ pub enum RunError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path}: {why}")]
+    Unusable { path: String, why: String },
     #[error("{path}")]
     Weights {
         path: String,
@@ -127,10 +129,17 @@ impl RunDir {
             path: path.display().to_string(),
             source,
         })?;
-        serde_json::from_str(&text).map_err(|source| RunError::Config {
+        let config: RunConfig = serde_json::from_str(&text).map_err(|source| RunError::Config {
             path: path.display().to_string(),
             source,
-        })
+        })?;
+        if let Some(augment) = &config.train.augment {
+            augment.check().map_err(|why| RunError::Unusable {
+                path: path.display().to_string(),
+                why,
+            })?;
+        }
+        Ok(config)
     }
 
     /// The weights of the latest epoch: where training resumes from.

@@ -299,6 +299,39 @@ fn unwritable_outputs_and_non_runs_are_clear_errors() {
 }
 
 #[test]
+fn hand_edited_augmentation_that_would_ruin_images_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            "train",
+            "--dataset",
+            "mnist-lite",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--augment",
+            "digits",
+            "--out",
+            "run",
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let config = std::fs::read_to_string(dir.path().join("run/config.json")).unwrap();
+    assert!(config.contains("\"sigma\": 4.0"), "{config}");
+    std::fs::write(
+        dir.path().join("run/config.json"),
+        config.replace("\"sigma\": 4.0", "\"sigma\": 0.0"),
+    )
+    .unwrap();
+    assert_clean_failure(
+        &digits(dir.path(), &["train", "--resume", "run", "--epochs", "1"]),
+        "augment.elastic.sigma is 0, but it must be between 0.5 and 28",
+    );
+}
+
+#[test]
 fn a_weights_file_that_does_not_fit_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let output = digits(
