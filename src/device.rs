@@ -103,25 +103,26 @@ fn cpu(reason: String) -> SelectedDevice {
 /// runs the same work several times faster than a GPU emulated on the CPU; it is judged from
 /// the adapter list, without opening it, so that `auto` stays quick on such machines.
 fn auto() -> SelectedDevice {
-    let cuda_skipped = match open_cuda() {
+    let cuda = match open_cuda() {
         Ok(selected) => return selected,
-        Err(err) => skipped_because(err),
+        Err(err) => err,
     };
-    let wgpu_skipped = match hardware_wgpu_adapter().and_then(|()| open_wgpu()) {
+    let wgpu = match hardware_wgpu_adapter().and_then(|()| open_wgpu()) {
         Ok(selected) => return selected,
-        Err(err) => skipped_because(err),
+        Err(err) => err,
     };
-    if cuda_skipped.ends_with(NOT_BUILT) && wgpu_skipped.ends_with(NOT_BUILT) {
-        return cpu("no GPU backend in this build".to_string());
-    }
-    cpu(format!("{cuda_skipped}; {wgpu_skipped}"))
+    cpu(match (&cuda, &wgpu) {
+        (DeviceError::NotBuilt { .. }, DeviceError::NotBuilt { .. }) => {
+            "no GPU backend in this build".to_string()
+        }
+        _ => format!("{}; {}", passed_over(&cuda), passed_over(&wgpu)),
+    })
 }
 
-const NOT_BUILT: &str = "not built in";
-
-fn skipped_because(err: DeviceError) -> String {
+/// Why `auto` did not take a backend, in a few words.
+fn passed_over(err: &DeviceError) -> String {
     match err {
-        DeviceError::NotBuilt { backend, .. } => format!("{backend}: {NOT_BUILT}"),
+        DeviceError::NotBuilt { backend, .. } => format!("{backend}: not built in"),
         DeviceError::Unavailable { backend, why } => format!("{backend}: {why}"),
     }
 }
