@@ -301,24 +301,7 @@ fn unwritable_outputs_and_non_runs_are_clear_errors() {
 #[test]
 fn hand_edited_augmentation_that_would_ruin_images_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let output = digits(
-        dir.path(),
-        &[
-            "train",
-            "--dataset",
-            "mnist-lite",
-            "--epochs",
-            "1",
-            "--limit",
-            "64",
-            "--augment",
-            "digits",
-            "--out",
-            "run",
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let config = std::fs::read_to_string(dir.path().join("run/config.json")).unwrap();
+    let config = common::train_tiny_run(dir.path(), &["--augment", "digits"]);
     assert!(config.contains("\"sigma\": 4.0"), "{config}");
     std::fs::write(
         dir.path().join("run/config.json"),
@@ -334,22 +317,7 @@ fn hand_edited_augmentation_that_would_ruin_images_is_refused() {
 #[test]
 fn a_weights_file_that_does_not_fit_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
-    let output = digits(
-        dir.path(),
-        &[
-            "train",
-            "--dataset",
-            "mnist-lite",
-            "--epochs",
-            "1",
-            "--limit",
-            "64",
-            "--out",
-            "run",
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let config = std::fs::read_to_string(dir.path().join("run/config.json")).unwrap();
+    let config = common::train_tiny_run(dir.path(), &[]);
     std::fs::write(
         dir.path().join("run/config.json"),
         config.replace("400", "300"),

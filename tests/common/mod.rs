@@ -37,6 +37,26 @@ pub fn assert_clean_failure(output: &Output, needle: &str) {
     assert!(err.contains(needle), "expected '{needle}' in:\n{err}");
 }
 
+/// Trains a one-epoch run on 64 built-in digits into `dir/run` with the command, plus `extra`
+/// flags, and returns its config.json: the start of the tests that hand-edit a run.
+pub fn train_tiny_run(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "mnist-lite",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--out",
+        "run",
+    ];
+    args.extend_from_slice(extra);
+    let output = digits(dir, &args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    std::fs::read_to_string(dir.join("run/config.json")).unwrap()
+}
+
 /// Fashion-MNIST as Debian's `dataset-fashion-mnist` installs it (`.ci/run` installs it).
 /// `None` only outside CI, where a test may then skip; in CI its absence is a failure.
 pub fn fashion_mnist_dir() -> Option<std::path::PathBuf> {
