@@ -153,6 +153,7 @@ fn every_architecture_survives_export_and_import_with_identical_predictions() {
         ModelKind::MlpLarge,
         ModelKind::Lenet5,
         ModelKind::Cnn,
+        ModelKind::CnnLarge,
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (run, model) = trained_run(kind, &dir.path().join("run"));
@@ -251,7 +252,12 @@ fn exported_files_give_digits_logits_in_pytorch_and_onnxruntime() {
     let pixels: Vec<u8> = (0..test.len())
         .flat_map(|i| test.image(i).to_vec())
         .collect();
-    for kind in [ModelKind::Mlp, ModelKind::Lenet5, ModelKind::Cnn] {
+    for kind in [
+        ModelKind::Mlp,
+        ModelKind::Lenet5,
+        ModelKind::Cnn,
+        ModelKind::CnnLarge,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = dir.path().join("run");
         let (_, model) = trained_run(kind, &run_dir);

@@ -15,7 +15,7 @@ use digits::train::TrainConfig;
 pub struct ImportArgs {
     /// A PyTorch state dict: .safetensors, or .pt/.pth from torch.save.
     file: PathBuf,
-    /// The architecture the weights are for: mlp, mlp-large, lenet5 or cnn.
+    /// The architecture the weights are for: mlp, mlp-large, lenet5, cnn or cnn-large.
     #[arg(long, default_value = "mlp")]
     arch: ModelKind,
     /// MLP hidden layer widths [default: the architecture's, 128,400 for mlp].

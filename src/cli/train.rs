@@ -36,7 +36,7 @@ pub struct TrainSettings {
     /// CPU: cnn, AdamW, one-cycle, augmentation) [default: tutorial].
     #[arg(long)]
     preset: Option<Preset>,
-    /// mlp (the tutorial's), mlp-large, lenet5 or cnn [default: the preset's].
+    /// mlp (the tutorial's), mlp-large, lenet5, cnn or cnn-large [default: the preset's].
     #[arg(long)]
     model: Option<ModelKind>,
     /// Epochs to train (with --resume: further epochs) [default: 10].

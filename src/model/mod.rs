@@ -43,11 +43,13 @@ pub enum ModelKind {
     Lenet5,
     /// Two 3x3 convolution blocks with batch norm and pooling, 128 hidden units, dropout.
     Cnn,
+    /// Two blocks of two 3x3 convolutions with batch norm, 256 hidden units, dropout.
+    CnnLarge,
 }
 
 /// A model name that digits does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown model '{0}': expected mlp, mlp-large, lenet5 or cnn")]
+#[error("unknown model '{0}': expected mlp, mlp-large, lenet5, cnn or cnn-large")]
 pub struct UnknownModel(pub String);
 
 impl std::str::FromStr for ModelKind {
@@ -59,6 +61,7 @@ impl std::str::FromStr for ModelKind {
             "mlp-large" => Ok(ModelKind::MlpLarge),
             "lenet5" => Ok(ModelKind::Lenet5),
             "cnn" => Ok(ModelKind::Cnn),
+            "cnn-large" => Ok(ModelKind::CnnLarge),
             other => Err(UnknownModel(other.to_string())),
         }
     }
@@ -71,6 +74,7 @@ impl ModelKind {
             ModelKind::MlpLarge => ModelConfig::Mlp(MlpConfig::large()),
             ModelKind::Lenet5 => ModelConfig::Cnn(CnnConfig::lenet5()),
             ModelKind::Cnn => ModelConfig::Cnn(CnnConfig::small()),
+            ModelKind::CnnLarge => ModelConfig::Cnn(CnnConfig::large()),
         }
     }
 }
