@@ -21,6 +21,10 @@ struct Running {
 
 impl Running {
     fn start() -> Self {
+        Self::start_with(Duration::from_secs(10))
+    }
+
+    fn start_with(header_timeout: Duration) -> Self {
         let state = Arc::new(AppState::new(Predictor::built_in(&Device::flex())));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, address) = std::sync::mpsc::channel();
@@ -29,7 +33,7 @@ impl Running {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 ready.send(listener.local_addr().unwrap()).unwrap();
-                serve::serve(state, listener, async {
+                serve::serve(state, listener, header_timeout, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -206,6 +210,53 @@ fn bad_requests_get_the_right_status_and_a_json_reason() {
         text.contains("digits_http_request_duration_seconds_count"),
         "{text}"
     );
+}
+
+#[test]
+fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
+    use std::io::{Read, Write};
+    let server = Running::start_with(Duration::from_millis(500));
+    let address = server.base.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(address).unwrap();
+    // The request line and one header, and never the blank line that ends them.
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: digits\r\n")
+        .unwrap();
+    let health = agent()
+        .get(&format!("{}/healthz", server.base))
+        .call()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = Vec::new();
+    match slow.read_to_end(&mut answer) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the connection was still open after 5 s: {e}"),
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(!answer.contains("200 OK"), "{answer}");
+}
+
+#[test]
+fn the_command_refuses_a_header_timeout_that_is_not_a_positive_number() {
+    for value in ["0", "-1", "soon"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_digits"))
+            .args([
+                "serve",
+                "--addr",
+                "127.0.0.1:0",
+                &format!("--header-timeout={value}"),
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("is not a number of seconds between 0 and 3600"),
+            "{stderr}"
+        );
+    }
 }
 
 /// `digits serve` on a free port, as a child process, and the URL it announced.

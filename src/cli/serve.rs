@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -21,6 +22,18 @@ pub struct ServeArgs {
     /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// Seconds a client may take to send a request's headers before its connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    header_timeout: f64,
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= 3600.0 => Ok(seconds),
+        _ => Err(format!(
+            "'{text}' is not a number of seconds between 0 and 3600"
+        )),
+    }
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -38,7 +51,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .local_addr()
             .context("the listener has no address")?;
         println!("digits is serving http://{address}/ (Ctrl-C to stop)");
-        serve::serve(state, listener, shutdown_signal())
+        let header_timeout = Duration::from_secs_f64(args.header_timeout);
+        serve::serve(state, listener, header_timeout, shutdown_signal())
             .await
             .context("the server failed")?;
         println!("stopped");

@@ -9,7 +9,6 @@
 mod metrics;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use serde_json::json;
 
@@ -115,18 +117,57 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes, then finishes the requests in flight.
+/// Serves HTTP/1.1 until `shutdown` completes, then finishes the requests in flight. A client
+/// must send a request's headers within `header_timeout` or its connection is closed: without
+/// that, clients that trickle headers in a byte at a time (slowloris) hold connections
+/// forever. axum's own `serve` sets no such limit, hence this accept loop over hyper.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
+    header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let service = TowerToHyperService::new(router(state));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connections = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    wait_after_failed_accept(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let connection = http.serve_connection(TokioIo::new(stream), service.clone());
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away or breaks the protocol ends only its own connection.
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
+}
+
+/// Accepting fails when a client resets before it is accepted (try the next one at once) or
+/// when the process is out of file descriptors (wait for connections to close rather than
+/// spin); neither may stop the server.
+async fn wait_after_failed_accept(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    let per_connection = matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    );
+    if !per_connection {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn record(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
