@@ -10,7 +10,7 @@ use burn::tensor::Device;
 use common::synth;
 use digits::data::{Dataset, Split};
 use digits::predict::Predictor;
-use digits::serve::{self, AppState, MAX_BODY_BYTES};
+use digits::serve::{self, AppState, MAX_BODY_BYTES, Timeouts};
 
 /// A server on a free port; dropping it shuts the server down gracefully.
 struct Running {
@@ -21,11 +21,14 @@ struct Running {
 
 impl Running {
     fn start() -> Self {
-        Self::start_with(Duration::from_secs(10))
+        Self::start_with(Timeouts::default())
     }
 
-    fn start_with(header_timeout: Duration) -> Self {
-        let state = Arc::new(AppState::new(Predictor::built_in(&Device::flex())));
+    fn start_with(timeouts: Timeouts) -> Self {
+        let state = Arc::new(AppState::new(
+            Predictor::built_in(&Device::flex()),
+            timeouts,
+        ));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready, address) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -33,7 +36,7 @@ impl Running {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 ready.send(listener.local_addr().unwrap()).unwrap();
-                serve::serve(state, listener, header_timeout, async {
+                serve::serve(state, listener, async {
                     let _ = stopped.await;
                 })
                 .await
@@ -215,7 +218,10 @@ fn bad_requests_get_the_right_status_and_a_json_reason() {
 #[test]
 fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
     use std::io::{Read, Write};
-    let server = Running::start_with(Duration::from_millis(500));
+    let server = Running::start_with(Timeouts {
+        headers: Duration::from_millis(500),
+        ..Timeouts::default()
+    });
     let address = server.base.trim_start_matches("http://");
     let mut slow = std::net::TcpStream::connect(address).unwrap();
     // The request line and one header, and never the blank line that ends them.
@@ -239,18 +245,44 @@ fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
 }
 
 #[test]
-fn the_command_refuses_a_header_timeout_that_is_not_a_positive_number() {
-    for value in ["0", "-1", "soon"] {
+fn a_body_that_does_not_arrive_in_time_is_answered_408() {
+    use std::io::{Read, Write};
+    let server = Running::start_with(Timeouts {
+        body: Duration::from_millis(500),
+        ..Timeouts::default()
+    });
+    let address = server.base.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(address).unwrap();
+    slow.write_all(
+        b"POST /api/predict HTTP/1.1\r\nHost: digits\r\nContent-Type: image/png\r\n\
+          Content-Length: 1000\r\n\r\n\x89PNG",
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = vec![0; 4096];
+    let read = slow
+        .read(&mut answer)
+        .expect("no answer within 5 s of a stalled body");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("the request body did not arrive within 0.5 s"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn the_command_refuses_timeouts_that_are_not_a_positive_number() {
+    for (flag, value) in [
+        ("--header-timeout", "0"),
+        ("--header-timeout", "-1"),
+        ("--body-timeout", "soon"),
+    ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_digits"))
-            .args([
-                "serve",
-                "--addr",
-                "127.0.0.1:0",
-                &format!("--header-timeout={value}"),
-            ])
+            .args(["serve", "--addr", "127.0.0.1:0", &format!("{flag}={value}")])
             .output()
             .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{value}");
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains("is not a number of seconds between 0 and 3600"),

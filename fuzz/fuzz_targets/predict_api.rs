@@ -22,7 +22,8 @@ fn state() -> Arc<digits::serve::AppState> {
     STATE
         .get_or_init(|| {
             let predictor = digits::predict::Predictor::built_in(&burn::tensor::Device::flex());
-            Arc::new(digits::serve::AppState::new(predictor))
+            let timeouts = digits::serve::Timeouts::default();
+            Arc::new(digits::serve::AppState::new(predictor, timeouts))
         })
         .clone()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use digits::device::DeviceChoice;
-use digits::serve::{self, AppState};
+use digits::serve::{self, AppState, Timeouts};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -25,6 +25,9 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request's headers before its connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
     header_timeout: f64,
+    /// Seconds a client may take to send a request's body before it is answered 408.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = positive_seconds)]
+    body_timeout: f64,
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {
@@ -41,7 +44,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     println!("Using {} device ({})", selected.name, selected.reason);
     let device = selected.device;
     let predictor = super::load_predictor(&args.models, &device)?;
-    let state = Arc::new(AppState::new(predictor));
+    let timeouts = Timeouts {
+        headers: Duration::from_secs_f64(args.header_timeout),
+        body: Duration::from_secs_f64(args.body_timeout),
+    };
+    let state = Arc::new(AppState::new(predictor, timeouts));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.addr)
@@ -51,8 +58,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .local_addr()
             .context("the listener has no address")?;
         println!("digits is serving http://{address}/ (Ctrl-C to stop)");
-        let header_timeout = Duration::from_secs_f64(args.header_timeout);
-        serve::serve(state, listener, header_timeout, shutdown_signal())
+        serve::serve(state, listener, shutdown_signal())
             .await
             .context("the server failed")?;
         println!("stopped");

@@ -40,10 +40,32 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// A prediction that takes longer than this is abandoned with 503.
 const PREDICT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a client may take to send a request. Without limits, clients that trickle their
+/// headers or body in a byte at a time (slowloris) hold connections open for ever.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    /// From the connection opening (or the previous response) to the end of the headers;
+    /// past it the connection is closed.
+    pub headers: Duration,
+    /// From the end of the headers to the end of the body; past it the answer is 408.
+    pub body: Duration,
+}
+
+impl Default for Timeouts {
+    /// Generous for a phone uploading a 16 MB photo over a slow link.
+    fn default() -> Self {
+        Self {
+            headers: Duration::from_secs(10),
+            body: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What the handlers share.
 pub struct AppState {
     pub predictor: Predictor,
     pub metrics: Metrics,
+    pub timeouts: Timeouts,
     /// Two permits per core: enough to keep every core busy while jobs hand over, few enough
     /// that further predictions wait their turn in the async queue rather than as extra
     /// blocking threads fighting over the cores (on 2 cores under 64 connections that cut the
@@ -53,11 +75,12 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(predictor: Predictor) -> Self {
+    pub fn new(predictor: Predictor, timeouts: Timeouts) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             predictor,
             metrics: Metrics::default(),
+            timeouts,
             workers: tokio::sync::Semaphore::new(2 * cores),
         }
     }
@@ -117,16 +140,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serves HTTP/1.1 until `shutdown` completes, then finishes the requests in flight. A client
-/// must send a request's headers within `header_timeout` or its connection is closed: without
-/// that, clients that trickle headers in a byte at a time (slowloris) hold connections
-/// forever. axum's own `serve` sets no such limit, hence this accept loop over hyper.
+/// Serves HTTP/1.1 until `shutdown` completes, then finishes the requests in flight. axum's
+/// own `serve` has no header read timeout (see [`Timeouts`]), hence this accept loop over
+/// hyper.
 pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
-    header_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let header_timeout = state.timeouts.headers;
     let service = TowerToHyperService::new(router(state));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -200,27 +222,17 @@ async fn predict(
     State(state): State<Arc<AppState>>,
     request: Request,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let input = if content_type.starts_with("image/") {
-        Input::Encoded(body_bytes(request, &state).await?)
-    } else if content_type.starts_with("multipart/form-data") {
-        Input::Encoded(first_file(request, &state).await?)
-    } else if content_type.starts_with("application/json") {
-        Input::Pixels(pixels(body_bytes(request, &state).await?)?)
-    } else {
+    let limit = state.timeouts.body;
+    let Ok(input) = tokio::time::timeout(limit, read_input(request, &state)).await else {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StatusCode::REQUEST_TIMEOUT,
             format!(
-                "unsupported content type '{content_type}': send an image (image/png, \
-                 image/jpeg, ...), a multipart upload, or JSON {{\"pixels\": [784 numbers]}}"
+                "the request body did not arrive within {} s",
+                limit.as_secs_f64()
             ),
         ));
     };
+    let input = input?;
     let job = async {
         let _permit = state.workers.acquire().await;
         let state = state.clone();
@@ -236,6 +248,31 @@ async fn predict(
             StatusCode::SERVICE_UNAVAILABLE,
             "the prediction took too long",
         )),
+    }
+}
+
+/// The image or pixels a request carries, by its content type.
+async fn read_input(request: Request, state: &Arc<AppState>) -> Result<Input, ApiError> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.starts_with("image/") {
+        Ok(Input::Encoded(body_bytes(request, state).await?))
+    } else if content_type.starts_with("multipart/form-data") {
+        Ok(Input::Encoded(first_file(request, state).await?))
+    } else if content_type.starts_with("application/json") {
+        Ok(Input::Pixels(pixels(body_bytes(request, state).await?)?))
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported content type '{content_type}': send an image (image/png, \
+                 image/jpeg, ...), a multipart upload, or JSON {{\"pixels\": [784 numbers]}}"
+            ),
+        ))
     }
 }
 
