@@ -39,8 +39,7 @@ impl Running {
                 serve::serve(state, listener, async {
                     let _ = stopped.await;
                 })
-                .await
-                .unwrap();
+                .await;
             });
         });
         let address = address.recv_timeout(Duration::from_secs(10)).unwrap();

@@ -147,7 +147,7 @@ pub async fn serve(
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) {
     let header_timeout = state.timeouts.headers;
     let service = TowerToHyperService::new(router(state));
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -175,7 +175,6 @@ pub async fn serve(
     }
     drop(listener);
     connections.shutdown().await;
-    Ok(())
 }
 
 /// Accepting fails when a client resets before it is accepted (try the next one at once) or
