@@ -66,9 +66,7 @@ impl AugmentConfig {
             elastic: None,
         }
     }
-}
 
-impl AugmentConfig {
     /// Why these settings cannot be used, if they cannot. The presets always can; a run's
     /// config.json is a file people edit, and a sigma of 0 there would fill every training
     /// image with NaN (which training would then blame on the learning rate).

@@ -91,17 +91,8 @@ fn train_prints_the_tutorial_lines_saves_a_run_and_resumes_it() {
 #[test]
 fn a_new_run_never_overwrites_an_old_one() {
     let dir = tempfile::tempdir().unwrap();
-    let args = [
-        "train",
-        "--dataset",
-        "mnist-lite",
-        "--epochs",
-        "1",
-        "--limit",
-        "64",
-    ];
     for expected in ["runs/tutorial", "runs/tutorial-2"] {
-        let output = digits(dir.path(), &args);
+        let output = digits(dir.path(), &common::TINY_TRAINING);
         assert!(output.status.success(), "{}", stderr(&output));
         assert!(
             stdout(&output).contains(&format!("Saved to {expected}")),
@@ -111,7 +102,7 @@ fn a_new_run_never_overwrites_an_old_one() {
     }
     let explicit = digits(
         dir.path(),
-        &[&args[..], &["--out", "runs/tutorial"]].concat(),
+        &[&common::TINY_TRAINING[..], &["--out", "runs/tutorial"]].concat(),
     );
     assert_clean_failure(&explicit, "already holds a run");
 }

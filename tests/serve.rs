@@ -214,25 +214,34 @@ fn bad_requests_get_the_right_status_and_a_json_reason() {
     );
 }
 
+/// A connection that sends the start of a request and then nothing; reads from it give up
+/// after 5 s.
+fn send_and_stall(server: &Running, start: &[u8]) -> std::net::TcpStream {
+    use std::io::Write;
+    let address = server.base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.write_all(start).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+}
+
 #[test]
 fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let server = Running::start_with(Timeouts {
         headers: Duration::from_millis(500),
         ..Timeouts::default()
     });
-    let address = server.base.trim_start_matches("http://");
-    let mut slow = std::net::TcpStream::connect(address).unwrap();
     // The request line and one header, and never the blank line that ends them.
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: digits\r\n")
-        .unwrap();
+    let mut slow = send_and_stall(&server, b"GET /healthz HTTP/1.1\r\nHost: digits\r\n");
     let health = agent()
         .get(&format!("{}/healthz", server.base))
         .call()
         .unwrap();
     assert_eq!(health.status().as_u16(), 200);
 
-    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut answer = Vec::new();
     match slow.read_to_end(&mut answer) {
         Ok(_) => {}
@@ -245,19 +254,16 @@ fn a_client_that_trickles_its_headers_is_cut_off_while_others_are_served() {
 
 #[test]
 fn a_body_that_does_not_arrive_in_time_is_answered_408() {
-    use std::io::{Read, Write};
+    use std::io::Read;
     let server = Running::start_with(Timeouts {
         body: Duration::from_millis(500),
         ..Timeouts::default()
     });
-    let address = server.base.trim_start_matches("http://");
-    let mut slow = std::net::TcpStream::connect(address).unwrap();
-    slow.write_all(
+    let mut slow = send_and_stall(
+        &server,
         b"POST /api/predict HTTP/1.1\r\nHost: digits\r\nContent-Type: image/png\r\n\
           Content-Length: 1000\r\n\r\n\x89PNG",
-    )
-    .unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    );
     let mut answer = vec![0; 4096];
     let read = slow
         .read(&mut answer)

@@ -23,10 +23,12 @@ pub struct ServeArgs {
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
     /// Seconds a client may take to send a request's headers before its connection is closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds,
+          default_value_t = Timeouts::default().headers.as_secs_f64())]
     header_timeout: f64,
     /// Seconds a client may take to send a request's body before it is answered 408.
-    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = positive_seconds)]
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds,
+          default_value_t = Timeouts::default().body.as_secs_f64())]
     body_timeout: f64,
 }
 

@@ -222,16 +222,17 @@ async fn predict(
     request: Request,
 ) -> Result<Json<PredictResponse>, ApiError> {
     let limit = state.timeouts.body;
-    let Ok(input) = tokio::time::timeout(limit, read_input(request, &state)).await else {
-        return Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            format!(
-                "the request body did not arrive within {} s",
-                limit.as_secs_f64()
-            ),
-        ));
-    };
-    let input = input?;
+    let input = tokio::time::timeout(limit, read_input(request, &state))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs_f64()
+                ),
+            )
+        })??;
     let job = async {
         let _permit = state.workers.acquire().await;
         let state = state.clone();
