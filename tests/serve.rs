@@ -79,6 +79,17 @@ fn post(server: &Running, content_type: &str, body: &[u8]) -> (u16, serde_json::
     (status, json)
 }
 
+/// A form as a browser sends it: a text field, then `file` as the field `image`.
+fn multipart_upload(boundary: &str, file: &[u8]) -> Vec<u8> {
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"seven.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(file);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    form
+}
+
 #[test]
 fn the_page_health_and_a_drawn_digit() {
     let server = Running::start();
@@ -111,16 +122,10 @@ fn the_page_health_and_a_drawn_digit() {
 fn uploads_and_pixel_arrays_are_read_too() {
     let server = Running::start();
     let boundary = "digits-test-boundary";
-    let mut form = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"seven.png\"\r\nContent-Type: image/png\r\n\r\n"
-    )
-    .into_bytes();
-    form.extend_from_slice(&synth::drawn(7, 280, 18.0));
-    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let (status, json) = post(
         &server,
         &format!("multipart/form-data; boundary={boundary}"),
-        &form,
+        &multipart_upload(boundary, &synth::drawn(7, 280, 18.0)),
     );
     assert_eq!((status, json["digit"].as_u64()), (200, Some(7)), "{json}");
 
@@ -167,7 +172,26 @@ fn bad_requests_get_the_right_status_and_a_json_reason() {
             "image/png",
             vec![0u8; MAX_BODY_BYTES + 1],
             413,
-            "length limit",
+            "the request body is over the limit of 16 MB",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            multipart_upload("x", &vec![0u8; MAX_BODY_BYTES + 1]),
+            413,
+            "the request body is over the limit of 16 MB",
+        ),
+        (
+            "application/octet-stream",
+            b"hello".to_vec(),
+            415,
+            "the body sent as 'application/octet-stream' is not an image digits can read (PNG, \
+             JPEG, BMP, GIF, WebP or TIFF)",
+        ),
+        (
+            "application/octet-stream",
+            b"qoif and then not much".to_vec(),
+            415,
+            "is an image in the Qoi format, which digits cannot read",
         ),
         (
             "multipart/form-data; boundary=x",
@@ -201,7 +225,7 @@ fn bad_requests_get_the_right_status_and_a_json_reason() {
         .unwrap();
     let text = metrics.body_mut().read_to_string().unwrap();
     assert!(
-        text.contains("digits_http_requests_total{route=\"/api/predict\",status=\"415\"} 1"),
+        text.contains("digits_http_requests_total{route=\"/api/predict\",status=\"415\"} 3"),
         "{text}"
     );
     assert!(
@@ -211,6 +235,100 @@ fn bad_requests_get_the_right_status_and_a_json_reason() {
     assert!(
         text.contains("digits_http_request_duration_seconds_count"),
         "{text}"
+    );
+}
+
+#[test]
+fn unknown_paths_and_wrong_methods_are_answered_in_json() {
+    let server = Running::start();
+    let cases = [
+        (
+            "GET",
+            "/nope",
+            404,
+            "there is nothing at /nope: digits serves the page at /",
+            None,
+        ),
+        (
+            "GET",
+            "/api/predict",
+            405,
+            "/api/predict takes POST, not GET",
+            Some("POST"),
+        ),
+        (
+            "POST",
+            "/healthz",
+            405,
+            "/healthz takes GET, HEAD, not POST",
+            Some("GET,HEAD"),
+        ),
+    ];
+    for (method, path, expected, reason, allow) in cases {
+        let url = format!("{}{path}", server.base);
+        let mut response = match method {
+            "GET" => agent().get(&url).call(),
+            _ => agent().post(&url).send_empty(),
+        }
+        .unwrap();
+        assert_eq!(response.status().as_u16(), expected, "{method} {path}");
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|value| value.to_str().unwrap().to_string())
+        };
+        assert_eq!(header("allow").as_deref(), allow, "{method} {path}");
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/json"),
+            "{method} {path}"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+        assert!(
+            json["error"].as_str().unwrap_or_default().contains(reason),
+            "{method} {path}: {json}"
+        );
+    }
+}
+
+/// The status line and body of a request sent as written, with no Content-Type header.
+fn post_untyped(server: &Running, body: &[u8]) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).unwrap();
+    let head = format!(
+        "POST /api/predict HTTP/1.1\r\nHost: digits\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn an_image_of_no_known_type_is_recognised_by_its_bytes() {
+    let server = Running::start();
+    let test = Dataset::lite(Split::Test);
+    let photo = synth::dressed(test.image(0), "photo-jpeg", 1);
+    let expected = Some(u64::from(test.label(0)));
+    let (status, json) = post(&server, "application/octet-stream", &photo);
+    assert_eq!((status, json["digit"].as_u64()), (200, expected), "{json}");
+    let (status, json) = post_untyped(&server, &photo);
+    assert_eq!((status, json["digit"].as_u64()), (200, expected), "{json}");
+    let (status, json) = post_untyped(&server, b"hello");
+    assert_eq!(status, 415, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .unwrap()
+            .contains("the body sent with no content type is not an image"),
+        "{json}"
     );
 }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -130,14 +130,20 @@ impl From<PrepareError> for ApiError {
 
 /// The service's routes, for `serve` and for tests.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .route("/api/predict", post(predict))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(state.clone(), record))
-        .with_state(state)
+        .with_state(state);
+    // A layer on `routes` wraps each route inside axum's method check, which adds the `Allow`
+    // header after it; around the whole router it sees the header.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(explain_wrong_method))
 }
 
 /// Serves HTTP/1.1 until `shutdown` completes, then finishes the requests in flight. axum's
@@ -204,6 +210,43 @@ async fn record(State(state): State<Arc<AppState>>, request: Request, next: Next
     response
 }
 
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "there is nothing at {}: digits serves the page at /, POST /api/predict, \
+             /healthz and /metrics",
+            uri.path()
+        ),
+    )
+}
+
+/// axum answers a method a route does not take with an empty 405; this says which methods it
+/// takes, from the `Allow` header axum sets.
+async fn explain_wrong_method(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let uri = request.uri().clone();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let allow = response.headers().get(header::ALLOW).cloned();
+    let allowed = allow
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .replace(',', ", ");
+    let mut answer = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} takes {allowed}, not {method}", uri.path()),
+    )
+    .into_response();
+    if let Some(allow) = allow {
+        answer.headers_mut().insert(header::ALLOW, allow);
+    }
+    answer
+}
+
 async fn render_metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -265,6 +308,8 @@ async fn read_input(request: Request, state: &Arc<AppState>) -> Result<Input, Ap
         Ok(Input::Encoded(first_file(request, state).await?))
     } else if content_type.starts_with("application/json") {
         Ok(Input::Pixels(pixels(body_bytes(request, state).await?)?))
+    } else if content_type.is_empty() || content_type.starts_with("application/octet-stream") {
+        sniffed_image(body_bytes(request, state).await?, &content_type)
     } else {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -276,23 +321,67 @@ async fn read_input(request: Request, state: &Arc<AppState>) -> Result<Input, Ap
     }
 }
 
+/// A browser sends a file whose type it does not know (a photo saved without an extension, say)
+/// as `application/octet-stream`, and some clients send no type at all: the body's first bytes
+/// say whether it is an image.
+fn sniffed_image(body: Bytes, content_type: &str) -> Result<Input, ApiError> {
+    let sent_as = if content_type.is_empty() {
+        "with no content type".to_string()
+    } else {
+        format!("as '{content_type}'")
+    };
+    match image::guess_format(&body) {
+        Ok(format) if format.reading_enabled() => Ok(Input::Encoded(body)),
+        Ok(format) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "the body sent {sent_as} is an image in the {format:?} format, which digits \
+                 cannot read: send {READABLE}"
+            ),
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("the body sent {sent_as} is not an image digits can read ({READABLE})"),
+        )),
+    }
+}
+
+/// The image formats `prepare::decode` reads, as the server names them to clients.
+const READABLE: &str = "PNG, JPEG, BMP, GIF, WebP or TIFF";
+
 async fn body_bytes(request: Request, state: &Arc<AppState>) -> Result<Bytes, ApiError> {
     Bytes::from_request(request, state)
         .await
-        .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))
+        .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))
+}
+
+/// An error reading the body; axum's text for a body over the limit ("Failed to buffer the
+/// request body") does not say there is a limit.
+fn body_error(status: StatusCode, text: String) -> ApiError {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            status,
+            format!(
+                "the request body is over the limit of {} MB",
+                MAX_BODY_BYTES / (1024 * 1024)
+            ),
+        )
+    } else {
+        ApiError::new(status, text)
+    }
 }
 
 async fn first_file(request: Request, state: &Arc<AppState>) -> Result<Bytes, ApiError> {
     let mut form = Multipart::from_request(request, state)
         .await
-        .map_err(|rejection| ApiError::new(rejection.status(), rejection.body_text()))?;
+        .map_err(|rejection| body_error(rejection.status(), rejection.body_text()))?;
     loop {
         match form.next_field().await {
             Ok(Some(field)) if field.file_name().is_some() || field.name() == Some("image") => {
                 return field
                     .bytes()
                     .await
-                    .map_err(|err| ApiError::new(err.status(), err.body_text()));
+                    .map_err(|err| body_error(err.status(), err.body_text()));
             }
             Ok(Some(_)) => continue,
             Ok(None) => {
@@ -301,7 +390,7 @@ async fn first_file(request: Request, state: &Arc<AppState>) -> Result<Bytes, Ap
                     "the upload holds no file",
                 ));
             }
-            Err(err) => return Err(ApiError::new(err.status(), err.body_text())),
+            Err(err) => return Err(body_error(err.status(), err.body_text())),
         }
     }
 }
