@@ -414,15 +414,17 @@ fn the_command_refuses_timeouts_that_are_not_a_positive_number() {
     }
 }
 
-/// `digits serve` on a free port, as a child process, and the URL it announced.
-fn spawn_command() -> (
+/// `digits serve --addr ADDR` as a child process, and the URL it announced.
+fn spawn_command(
+    addr: &str,
+) -> (
     std::process::Child,
     String,
     std::io::BufReader<std::process::ChildStdout>,
 ) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_digits"))
-        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(["serve", "--addr", addr])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -444,7 +446,7 @@ fn spawn_command() -> (
 #[test]
 fn the_command_serves_and_stops_cleanly_on_sigterm() {
     use std::io::BufRead;
-    let (mut child, url, mut stdout) = spawn_command();
+    let (mut child, url, mut stdout) = spawn_command("127.0.0.1:0");
     let health = agent().get(&format!("{url}healthz")).call().unwrap();
     assert_eq!(health.status().as_u16(), 200);
     // SAFETY: sending a signal to our own child process.
@@ -454,6 +456,47 @@ fn the_command_serves_and_stops_cleanly_on_sigterm() {
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "stopped");
+}
+
+#[test]
+fn the_command_listens_on_a_host_name() {
+    let (mut child, url, _stdout) = spawn_command("localhost:0");
+    let health = agent().get(&format!("{url}healthz")).call();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(health.unwrap().status().as_u16(), 200, "{url}");
+}
+
+#[test]
+fn the_command_says_what_is_wrong_with_an_address() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = listener.local_addr().unwrap().to_string();
+    let not_host_and_port =
+        "is not HOST:PORT, such as 127.0.0.1:8080, localhost:8080 or [::1]:8080";
+    let cases = [
+        ("localhost", 2, not_host_and_port.to_string()),
+        ("8080", 2, not_host_and_port.to_string()),
+        ("::1:8080", 2, not_host_and_port.to_string()),
+        (
+            "no-such-host.invalid:8080",
+            1,
+            "error: cannot resolve --addr no-such-host.invalid:8080".to_string(),
+        ),
+        (
+            &taken,
+            1,
+            format!("error: cannot listen on {taken} ({taken}: "),
+        ),
+    ];
+    for (addr, code, message) in cases {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_digits"))
+            .args(["serve", "--addr", addr])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{addr}: {stderr}");
+        assert!(stderr.contains(&message), "{addr}: {stderr}");
+    }
 }
 
 #[test]
@@ -469,7 +512,7 @@ fn a_real_browser_draws_a_one_and_a_seven_and_the_page_reads_them() {
         eprintln!("skipping: apt-get install chromium && npm ci, to run the browser test");
         return;
     }
-    let (mut server, url, _stdout) = spawn_command();
+    let (mut server, url, _stdout) = spawn_command("127.0.0.1:0");
     let screenshots = root.join("target/browser-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let browser = std::process::Command::new("node")

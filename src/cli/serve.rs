@@ -16,9 +16,10 @@ pub struct ServeArgs {
     /// models' probabilities (an ensemble).
     #[arg(long = "model", value_name = "RUN")]
     models: Vec<PathBuf>,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    addr: SocketAddr,
+    /// Address to listen on, HOST:PORT; a host name is resolved and the first of its addresses
+    /// that can be listened on is used.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = host_and_port)]
+    addr: String,
     /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -41,6 +42,42 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `HOST:PORT` with a numeric port, the form a host name is resolved from; an IPv6 address
+/// goes in brackets.
+fn host_and_port(text: &str) -> Result<String, String> {
+    let well_formed = text.parse::<SocketAddr>().is_ok()
+        || text.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok()
+        });
+    if well_formed {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "'{text}' is not HOST:PORT, such as 127.0.0.1:8080, localhost:8080 or [::1]:8080"
+        ))
+    }
+}
+
+/// Listens on the first address `addr` resolves to that can be bound: `localhost` may resolve
+/// to ::1 and 127.0.0.1, and either may be unavailable.
+async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let candidates: Vec<SocketAddr> = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("cannot resolve --addr {addr}"))?
+        .collect();
+    let mut failures = Vec::new();
+    for candidate in candidates {
+        match tokio::net::TcpListener::bind(candidate).await {
+            Ok(listener) => return Ok(listener),
+            Err(err) => failures.push(format!("{candidate}: {err}")),
+        }
+    }
+    if failures.is_empty() {
+        anyhow::bail!("--addr {addr} resolves to no address");
+    }
+    anyhow::bail!("cannot listen on {addr} ({})", failures.join("; "))
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let selected = args.device.select()?;
     println!("Using {} device ({})", selected.name, selected.reason);
@@ -53,9 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(AppState::new(predictor, timeouts));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.addr))?;
+        let listener = listen(&args.addr).await?;
         let address = listener
             .local_addr()
             .context("the listener has no address")?;
