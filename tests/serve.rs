@@ -500,7 +500,8 @@ fn the_command_says_what_is_wrong_with_an_address() {
 }
 
 #[test]
-fn a_real_browser_draws_a_one_and_a_seven_and_the_page_reads_them() {
+fn a_real_browser_uses_the_page_on_a_laptop_and_a_phone() {
+    use serde_json::json;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let ready = root.join("node_modules/playwright-core").is_dir()
         && std::path::Path::new("/usr/bin/chromium").is_file();
@@ -515,9 +516,17 @@ fn a_real_browser_draws_a_one_and_a_seven_and_the_page_reads_them() {
     let (mut server, url, _stdout) = spawn_command("127.0.0.1:0");
     let screenshots = root.join("target/browser-screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
+    // Without an extension the browser cannot tell the photo's type and sends it as
+    // application/octet-stream.
+    let photo = screenshots.join("photo-of-a-7");
+    std::fs::copy(root.join("docs/examples/photo-of-a-7.jpg"), &photo).unwrap();
     let browser = std::process::Command::new("node")
         .arg(root.join("tests/browser/draw.mjs"))
-        .args([url.as_str(), screenshots.to_str().unwrap()])
+        .args([
+            url.as_str(),
+            screenshots.to_str().unwrap(),
+            photo.to_str().unwrap(),
+        ])
         .current_dir(root)
         .output()
         .unwrap();
@@ -529,11 +538,74 @@ fn a_real_browser_draws_a_one_and_a_seven_and_the_page_reads_them() {
         "{out}\n{}",
         String::from_utf8_lossy(&browser.stderr)
     );
-    let answers: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(
-        (answers["one"].as_str(), answers["seven"].as_str()),
-        (Some("1"), Some("7")),
-        "{out}"
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let at = |path: &str| seen.pointer(path).cloned().unwrap_or_default();
+    let text = |path: &str| at(path).as_str().unwrap_or_default().to_string();
+    let expect = |path: &str, expected: serde_json::Value| {
+        assert_eq!(at(path), expected, "{path} in {seen:#}");
+    };
+
+    // Before the first drawing: no broken image, the result beside the pad, everything named.
+    expect("/before/brokenImages", json!([]));
+    expect("/before/layout/resultBesidePad", json!(true));
+    expect("/labels", json!({ "clear": 1, "upload": 1, "pad": 1 }));
+    expect("/focus/id", json!("clear"));
+    expect("/focus/outline", json!("solid 3px"));
+    expect("/lowContrast", json!([]));
+    expect("/lowContrastDark", json!([]));
+
+    // Drawn with a mouse on a laptop: the digit, how sure, the top three, what the model saw.
+    expect("/one/answer", json!("1"));
+    expect("/seven/answer", json!("7"));
+    expect("/seven/seen", json!("28x28"));
+    assert!(text("/seven/confidence").ends_with("% sure"), "{seen:#}");
+    let bars = at("/seven/bars");
+    assert_eq!(bars.as_array().unwrap().len(), 3, "{seen:#}");
+    assert!(bars[0].as_str().unwrap().starts_with("7 "), "{seen:#}");
+    expect("/laptop/resultBesidePad", json!(true));
+    expect("/laptop/pageWidth", json!(1280));
+    expect("/afterEscape", json!({ "answer": "", "inked": false }));
+
+    // An error keeps the layout; a photo of no known type is shown and read.
+    assert!(text("/textFile/error").contains("'text/plain'"), "{seen:#}");
+    expect("/textFile/layout/resultBesidePad", json!(true));
+    expect("/textFile/lowContrast", json!([]));
+    expect("/photo/answer", json!("7"));
+    expect("/photo/shown", json!(true));
+    expect("/droppedPhoto/answer", json!("7"));
+    assert!(
+        text("/droppedPhoto/note").starts_with("Your photo, dropped-photo."),
+        "{seen:#}"
     );
-    assert!(screenshots.join("seven.png").is_file());
+
+    // The server's verdicts.
+    let unsure_bars = at("/unsure/bars");
+    let first_digit = |i: usize| unsure_bars[i].as_str().unwrap()[..1].to_string();
+    expect(
+        "/unsure/answer",
+        json!(format!(
+            "Not sure: {} or {}?",
+            first_digit(0),
+            first_digit(1)
+        )),
+    );
+    assert_eq!(unsure_bars.as_array().unwrap().len(), 3, "{seen:#}");
+    expect(
+        "/not_a_digit/answer",
+        json!("That doesn't look like a digit"),
+    );
+    expect("/not_a_digit/bars", json!([]));
+
+    // Drawn with a finger on a 375-pixel-wide phone: nothing scrolls or overflows, and the
+    // answer shows under the pad without scrolling.
+    expect("/phoneSeven/answer", json!("7"));
+    expect("/phone/pointerTypes", json!(["touch"]));
+    expect("/phone/scrolled", json!(0));
+    expect("/phone/pageWidth", json!(375));
+    expect("/phone/resultBelowPad", json!(true));
+    assert!(
+        at("/phone/answerBottom").as_f64().unwrap() <= at("/phone/windowHeight").as_f64().unwrap(),
+        "{seen:#}"
+    );
+    assert!(screenshots.join("serve.png").is_file());
 }
