@@ -133,6 +133,26 @@ fn without_full_mnist_training_falls_back_to_the_built_in_digits_and_says_so() {
 }
 
 #[test]
+fn a_run_that_diverges_in_its_first_epoch_leaves_no_folder_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            &common::TINY_TRAINING[..],
+            &["--lr", "1e9", "--out", "runs/big"],
+        ]
+        .concat(),
+    );
+    assert_clean_failure(&output, "training diverged");
+    assert!(
+        stderr(&output).contains("nothing was saved"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join("runs/big").exists());
+}
+
+#[test]
 fn show_writes_the_grid_and_previews_it() {
     let dir = tempfile::tempdir().unwrap();
     let output = digits(dir.path(), &["show", "--dataset", "mnist-lite"]);
@@ -150,7 +170,10 @@ fn show_writes_the_grid_and_previews_it() {
         dir.path(),
         &["show", "--dataset", "mnist-lite", "--start", "20000"],
     );
-    assert_clean_failure(&past_end, "past the end");
+    assert_clean_failure(
+        &past_end,
+        "--start 20000 is past the end of the mnist-lite train split (10000 images)",
+    );
 }
 
 #[test]
@@ -159,7 +182,32 @@ fn bad_flags_are_refused_with_a_message() {
     for (args, needle) in [
         (
             &["train", "--epochs", "0"][..],
-            "--epochs must be at least 1",
+            "'--epochs <EPOCHS>': must be at least 1",
+        ),
+        (
+            &["train", "--epochs", "-1"],
+            "'--epochs <EPOCHS>': must be at least 1",
+        ),
+        (
+            &["train", "--epochs", "two"],
+            "'--epochs <EPOCHS>': expected a whole number, at least 1",
+        ),
+        (
+            &["train", "--lr", "-0.01"],
+            "--lr must be a positive number",
+        ),
+        (&["train", "--batch-size", "-1"], "-1 is not in 1..=65536"),
+        (
+            &["train", "--momentum", "-0.5"],
+            "--momentum must be in [0, 1)",
+        ),
+        (
+            &["train", "--weight-decay", "-1"],
+            "--weight-decay must be zero or a positive number",
+        ),
+        (
+            &["show", "--start", "-5"],
+            "'--start <START>': must be at least 0",
         ),
         (
             &["train", "--optimizer", "adagrad"],

@@ -84,6 +84,19 @@ fn load_predictor(
     Ok(digits::predict::Predictor::load(&runs, device)?)
 }
 
+/// Parses a whole number of at least `MIN` for a flag that also takes negative values (clap's
+/// `allow_negative_numbers`): clap's unsigned parsers answer `-1` with "invalid digit found in
+/// string", which hides what is wrong.
+fn at_least<const MIN: i128>(text: &str) -> Result<usize, String> {
+    let number: i128 = text
+        .parse()
+        .map_err(|_| format!("expected a whole number, at least {MIN}"))?;
+    if number < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    usize::try_from(number).map_err(|_| "is too large".to_string())
+}
+
 /// Where data comes from; shared by every command that reads a dataset.
 #[derive(Debug, Clone, Args)]
 struct DataArgs {

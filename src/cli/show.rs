@@ -7,7 +7,7 @@ use digits::data::{DatasetName, Split};
 use digits::files::save_png;
 use digits::show;
 
-use super::DataArgs;
+use super::{DataArgs, at_least};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -17,7 +17,7 @@ pub struct ShowArgs {
     #[arg(long, default_value = "train", value_parser = parse_split)]
     split: Split,
     /// First sample (default: 59000 as in the tutorial, or the last samples of a smaller set).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least::<0>)]
     start: Option<usize>,
     /// How many samples.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -41,7 +41,7 @@ pub fn run(args: ShowArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         !range.is_empty(),
         "--start {} is past the end of the {} {} split ({} images)",
-        range.start,
+        args.start.unwrap_or(range.start),
         data.name,
         args.split,
         data.len()
