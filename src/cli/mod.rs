@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use digits::data::{DataSource, DatasetName, FetchOptions, ResolvedData};
+use digits::data::{DataSource, DatasetName, Fallback, FetchOptions, ResolvedData, Split};
 
 /// Handwritten-digit recognition: the PyTorch MNIST tutorial in Rust, on Burn.
 #[derive(Debug, Parser)]
@@ -135,10 +135,18 @@ impl DataArgs {
         }
     }
 
-    /// Finds the dataset (downloading it if allowed), warning on stderr when it falls back.
-    fn resolve(&self, default: DatasetName) -> anyhow::Result<ResolvedData> {
-        let source = self.source(default);
-        let resolved = source.resolve(&mut progress::DownloadBars::new())?;
+    /// Finds the files of `splits` (downloading them if allowed), warning on stderr when it
+    /// falls back to mnist-lite, which it does only when no `--dataset` was given.
+    fn resolve(&self, default: DatasetName, splits: &[Split]) -> anyhow::Result<ResolvedData> {
+        let fallback = match self.dataset {
+            Some(_) => Fallback::Never,
+            None => Fallback::ToLite,
+        };
+        let resolved = self.source(default).resolve_splits(
+            splits,
+            fallback,
+            &mut progress::DownloadBars::new(),
+        )?;
         if let Some(reason) = &resolved.fallback {
             eprintln!(
                 "warning: full MNIST is not available: {reason}.\n\

@@ -34,7 +34,10 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     println!("Using {} device ({})", selected.name, selected.reason);
     let (config, model) = run.load_model(&selected.device)?;
     let history = run.metrics()?;
-    let test = args.data.resolve(config.dataset)?.load(Split::Test)?;
+    let test = args
+        .data
+        .resolve(config.dataset, &[Split::Test])?
+        .load(Split::Test)?;
     let evaluation = eval::evaluate(&model, &test, config.train.batch_size);
     let out = args.out.unwrap_or_else(|| args.run.join("report"));
     let name = run_name(&args.run);

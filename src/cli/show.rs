@@ -36,7 +36,10 @@ fn parse_split(s: &str) -> Result<Split, String> {
 }
 
 pub fn run(args: ShowArgs) -> anyhow::Result<()> {
-    let data = args.data.resolve(DatasetName::Mnist)?.load(args.split)?;
+    let data = args
+        .data
+        .resolve(DatasetName::Mnist, &[args.split])?
+        .load(args.split)?;
     let range = show::sample_range(data.len(), args.start, usize::from(args.count));
     anyhow::ensure!(
         !range.is_empty(),

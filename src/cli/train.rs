@@ -250,7 +250,9 @@ pub fn train(
     let default_dataset = resumed
         .as_ref()
         .map_or(DatasetName::Mnist, |(c, _)| c.dataset);
-    let resolved = args.data.resolve(default_dataset)?;
+    let resolved = args
+        .data
+        .resolve(default_dataset, &[Split::Train, Split::Test])?;
     let mut train_set = resolved.load(Split::Train)?;
     if let Some(limit) = args.limit {
         train_set = train_set.truncated(limit);
