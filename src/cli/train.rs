@@ -454,12 +454,17 @@ fn keep_or_discard(out: &Path, created: bool) -> String {
 
 /// `runs/tutorial`, or `runs/tutorial-2`, ... : the first that does not hold a run yet, so a
 /// new run never overwrites an old one.
-pub fn next_free_run_dir(parent: &Path, stem: &str) -> PathBuf {
+fn next_free_run_dir(parent: &Path, stem: &str) -> PathBuf {
+    next_free_name(parent, stem, |dir| dir.join("config.json").exists())
+}
+
+/// `PARENT/STEM`, or `PARENT/STEM-2`, ... : the first that is not `taken`.
+pub fn next_free_name(parent: &Path, stem: &str, taken: impl Fn(&Path) -> bool) -> PathBuf {
     (1..)
         .map(|n| match n {
             1 => parent.join(stem),
             n => parent.join(format!("{stem}-{n}")),
         })
-        .find(|dir| !dir.join("config.json").exists())
-        .expect("some run folder name is free")
+        .find(|dir| !taken(dir))
+        .expect("some name is free")
 }

@@ -100,11 +100,11 @@ pub(super) fn page(inputs: &ReportInputs, pngs: &Pngs) -> String {
         "</table>\n<h2>Per class</h2>\n<table><tr><th>class</th><th>images</th>\
                    <th>precision</th><th>recall</th><th>F1</th></tr>\n",
     );
-    for (class, m) in evaluation.per_class().iter().enumerate() {
+    for (name, m) in names.iter().zip(evaluation.per_class().iter()) {
         let _ = writeln!(
             html,
-            "<tr><td>{class}: {}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.4}</td></tr>",
-            escape(names[class]),
+            "<tr><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.4}</td></tr>",
+            escape(name),
             m.support,
             100.0 * m.precision,
             100.0 * m.recall,
