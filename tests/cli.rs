@@ -670,6 +670,10 @@ fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
             .unwrap_or_else(|| panic!("{key}: {report}"));
         assert!(value.is_finite() && value > 0.0, "{key}: {value}");
     }
+    assert_eq!(
+        report["epoch_s_scaled_from_images"], 640,
+        "the epoch figures say they are scaled up from --images"
+    );
     assert!(report["pytorch_epoch_s"].is_null());
     assert!(
         report["pytorch_note"]
