@@ -42,12 +42,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let evaluation =
         eval::evaluate_ensemble(&Ensemble::new(models), &test, args.batch_size as usize);
     for config in &configs {
-        println!(
-            "Model: {} after {} epochs on {}",
-            config.model.describe(),
-            config.epochs_done,
-            config.dataset
-        );
+        println!("Model: {} {}", config.model.describe(), config.origin());
     }
     if configs.len() > 1 {
         println!(

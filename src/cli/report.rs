@@ -38,7 +38,8 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
         .data
         .resolve(config.dataset, &[Split::Test])?
         .load(Split::Test)?;
-    let evaluation = eval::evaluate(&model, &test, config.train.batch_size);
+    let batch_size = config.train.clone().unwrap_or_default().batch_size;
+    let evaluation = eval::evaluate(&model, &test, batch_size);
     let out = args.out.unwrap_or_else(|| args.run.join("report"));
     let name = run_name(&args.run);
     let inputs = ReportInputs {

@@ -260,15 +260,19 @@ pub fn train(
     let test_set = resolved.load(Split::Test)?;
 
     let preset = args.preset.unwrap_or_default();
+    let imported = resumed
+        .as_ref()
+        .and_then(|(saved, _)| saved.imported.clone());
     let (mut model_config, mut config, weights, history, out, resume_state) = match resumed {
         Some((saved, run)) => {
-            let mut config = saved.train.clone();
-            let unfinished = saved.epochs_done < saved.train.epochs;
+            // Imported weights were not trained here: they go on with the tutorial's settings.
+            let mut config = saved.train.clone().unwrap_or_default();
+            let started_with = config.epochs;
             config.epochs = match args.epochs {
                 Some(more) => saved.epochs_done.saturating_add(more),
                 // An interrupted run finishes the epochs it was started with.
-                None if unfinished => saved.train.epochs,
-                None => saved.epochs_done + saved.train.epochs,
+                None if saved.epochs_done < started_with => started_with,
+                None => saved.epochs_done + started_with,
             };
             let out = out.unwrap_or_else(|| run.path().to_path_buf());
             let resume_state = Some((
@@ -394,6 +398,7 @@ pub fn train(
     let mut checkpoint = RunCheckpoint {
         dir: run_dir,
         dataset: resolved.dataset,
+        imported,
         history,
     };
     let history = match train::fit(

@@ -178,9 +178,11 @@ fn flatten_config(config: &RunConfig) -> BTreeMap<String, String> {
         &serde_json::to_value(config).expect("configs serialise"),
         &mut out,
     );
-    out.remove("digits_version");
-    out.remove("epochs_done");
-    out.remove("epochs");
+    // Progress and the version are not choices; an import's digest and date say no more
+    // than its file does.
+    for key in ["digits_version", "epochs_done", "epochs", "sha256", "date"] {
+        out.remove(key);
+    }
     out
 }
 
@@ -199,10 +201,11 @@ mod tests {
                 activation,
                 ..MlpConfig::default()
             }),
-            train: TrainConfig {
+            train: Some(TrainConfig {
                 optimizer,
                 ..TrainConfig::default()
-            },
+            }),
+            imported: None,
             dataset: DatasetName::MnistLite,
             epochs_done,
             batches_done: 0,
