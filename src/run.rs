@@ -1,7 +1,8 @@
 //! The run folder: the only code that knows its layout.
 //!
 //! ```text
-//! RUN/config.json          what was trained, how, on what, and how far (RunConfig)
+//! RUN/config.json          what was trained, how (or, imported, from which file), on what,
+//!                          and how far (RunConfig)
 //! RUN/model.safetensors    the weights, in PyTorch's layout and the tutorial's names
 //! RUN/best.safetensors     with validation images: the weights of the best epoch, which
 //!                          eval, predict and serve use (model.safetensors resumes training)
@@ -38,13 +39,48 @@ const METRICS_FILE: &str = "metrics.jsonl";
 pub struct RunConfig {
     pub digits_version: String,
     pub model: ModelConfig,
-    pub train: TrainConfig,
-    /// The set it was trained on (after any fallback to `mnist-lite`).
+    /// How it was trained; `None` for imported weights not trained here, which have no
+    /// settings to tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainConfig>,
+    /// Where imported weights came from; `None` for a run trained from scratch (and in run
+    /// folders written before imports were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<Provenance>,
+    /// The set it was trained on (after any fallback to `mnist-lite`); for imported weights,
+    /// the set `digits import --dataset` named.
     pub dataset: DatasetName,
     pub epochs_done: usize,
     /// Batches of the next epoch already trained, when training was stopped mid-epoch.
     #[serde(default)]
     pub batches_done: usize,
+}
+
+/// Where an imported run's weights came from, recorded by `digits import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// The file imported, as an absolute path where it could be resolved.
+    pub file: String,
+    /// Its SHA-256 as lowercase hex: whether a file of that name is still the one imported.
+    pub sha256: String,
+    /// When it was imported, in UTC (RFC 3339).
+    pub date: String,
+}
+
+impl RunConfig {
+    /// How the model came to be, for people: `after 10 epochs on mnist`, `imported from
+    /// FILE`, or `imported from FILE, then trained 2 epochs on mnist-lite`.
+    pub fn origin(&self) -> String {
+        let trained = match self.epochs_done {
+            1 => format!("1 epoch on {}", self.dataset),
+            n => format!("{n} epochs on {}", self.dataset),
+        };
+        match (&self.imported, self.epochs_done) {
+            (Some(source), 0) => format!("imported from {}", source.file),
+            (Some(source), _) => format!("imported from {}, then trained {trained}", source.file),
+            (None, _) => format!("after {trained}"),
+        }
+    }
 }
 
 /// Every way reading or writing a run folder can fail.
@@ -133,7 +169,7 @@ impl RunDir {
             path: path.display().to_string(),
             source,
         })?;
-        if let Some(augment) = &config.train.augment {
+        if let Some(augment) = config.train.as_ref().and_then(|t| t.augment.as_ref()) {
             augment.check().map_err(|why| RunError::Unusable {
                 path: path.display().to_string(),
                 why,
@@ -308,6 +344,8 @@ fn read_weights(path: &Path) -> Result<Weights, RunError> {
 pub struct RunCheckpoint {
     pub dir: RunDir,
     pub dataset: DatasetName,
+    /// Where the weights training started from were imported from, if they were.
+    pub imported: Option<Provenance>,
     /// Epochs recorded before this session (from a resumed run), then each new one.
     pub history: Vec<EpochMetrics>,
 }
@@ -333,7 +371,8 @@ impl RunCheckpoint {
         let config = RunConfig {
             digits_version: env!("CARGO_PKG_VERSION").to_string(),
             model: trainer.model_config().clone(),
-            train: trainer.config().clone(),
+            train: Some(trainer.config().clone()),
+            imported: self.imported.clone(),
             dataset: self.dataset,
             epochs_done: trainer.epochs_done(),
             batches_done: trainer.batches_done(),

@@ -133,6 +133,121 @@ fn without_full_mnist_training_falls_back_to_the_built_in_digits_and_says_so() {
 }
 
 #[test]
+fn a_dataset_named_on_the_command_line_is_never_swapped_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let offline = digits(
+        dir.path(),
+        &[
+            "train",
+            "--dataset",
+            "mnist",
+            "--offline",
+            "--epochs",
+            "1",
+            "--limit",
+            "64",
+            "--out",
+            "r",
+        ],
+    );
+    assert_clean_failure(&offline, "mnist is not in ./data/mnist");
+    assert!(
+        stderr(&offline).contains("digits data fetch --dataset mnist"),
+        "{}",
+        stderr(&offline)
+    );
+    assert!(!stderr(&offline).contains("using mnist-lite"));
+    assert!(!dir.path().join("r").exists());
+
+    // Nothing listens on port 9 of this machine: every download fails at once.
+    let show = digits(
+        dir.path(),
+        &[
+            "show",
+            "--dataset",
+            "mnist",
+            "--mirror",
+            "http://127.0.0.1:9/",
+        ],
+    );
+    assert_clean_failure(&show, "could not download");
+    assert!(stderr(&show).contains("use --dataset mnist-lite, which is built in"));
+}
+
+#[test]
+fn eval_needs_only_the_test_files_and_data_info_never_downloads() {
+    let dir = tempfile::tempdir().unwrap();
+    common::train_tiny_run(dir.path(), &[]);
+    let test_only = dir.path().join("test-only");
+    std::fs::create_dir(&test_only).unwrap();
+    for name in ["t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        let asset = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/mnist-lite");
+        std::fs::copy(asset.join(name), test_only.join(name)).unwrap();
+    }
+    let eval = digits(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "run",
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            "test-only",
+            "--offline",
+        ],
+    );
+    assert!(eval.status.success(), "{}", stderr(&eval));
+    assert!(
+        stdout(&eval).contains("Test set: mnist (10000 images)"),
+        "{}",
+        stdout(&eval)
+    );
+    assert!(!stderr(&eval).contains("warning"), "{}", stderr(&eval));
+
+    // data info reports what is there; were it to download, the mirror would be tried.
+    for (args, needle) in [
+        (
+            &["data", "info", "--data-dir", "test-only"][..],
+            "mnist is not in test-only (missing train-images-idx3-ubyte.gz, \
+             train-labels-idx1-ubyte.gz)",
+        ),
+        (
+            &["data", "info", "--dataset", "mnist"],
+            "mnist is not in ./data/mnist (missing train-images-idx3-ubyte.gz",
+        ),
+    ] {
+        let info = digits(
+            dir.path(),
+            &[args, &["--mirror", "http://127.0.0.1:9/"]].concat(),
+        );
+        assert_clean_failure(&info, needle);
+        assert!(!stderr(&info).contains("could not download"));
+        assert!(!stderr(&info).contains("mnist-lite"));
+    }
+}
+
+#[test]
+fn a_run_that_diverges_in_its_first_epoch_leaves_no_folder_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = digits(
+        dir.path(),
+        &[
+            &common::TINY_TRAINING[..],
+            &["--lr", "1e9", "--out", "runs/big"],
+        ]
+        .concat(),
+    );
+    assert_clean_failure(&output, "training diverged");
+    assert!(
+        stderr(&output).contains("nothing was saved"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!dir.path().join("runs/big").exists());
+}
+
+#[test]
 fn show_writes_the_grid_and_previews_it() {
     let dir = tempfile::tempdir().unwrap();
     let output = digits(dir.path(), &["show", "--dataset", "mnist-lite"]);
@@ -150,7 +265,10 @@ fn show_writes_the_grid_and_previews_it() {
         dir.path(),
         &["show", "--dataset", "mnist-lite", "--start", "20000"],
     );
-    assert_clean_failure(&past_end, "past the end");
+    assert_clean_failure(
+        &past_end,
+        "--start 20000 is past the end of the mnist-lite train split (10000 images)",
+    );
 }
 
 #[test]
@@ -159,7 +277,32 @@ fn bad_flags_are_refused_with_a_message() {
     for (args, needle) in [
         (
             &["train", "--epochs", "0"][..],
-            "--epochs must be at least 1",
+            "'--epochs <EPOCHS>': must be at least 1",
+        ),
+        (
+            &["train", "--epochs", "-1"],
+            "'--epochs <EPOCHS>': must be at least 1",
+        ),
+        (
+            &["train", "--epochs", "two"],
+            "'--epochs <EPOCHS>': expected a whole number, at least 1",
+        ),
+        (
+            &["train", "--lr", "-0.01"],
+            "--lr must be a positive number",
+        ),
+        (&["train", "--batch-size", "-1"], "-1 is not in 1..=65536"),
+        (
+            &["train", "--momentum", "-0.5"],
+            "--momentum must be in [0, 1)",
+        ),
+        (
+            &["train", "--weight-decay", "-1"],
+            "--weight-decay must be zero or a positive number",
+        ),
+        (
+            &["show", "--start", "-5"],
+            "'--start <START>': must be at least 0",
         ),
         (
             &["train", "--optimizer", "adagrad"],
@@ -527,6 +670,10 @@ fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
             .unwrap_or_else(|| panic!("{key}: {report}"));
         assert!(value.is_finite() && value > 0.0, "{key}: {value}");
     }
+    assert_eq!(
+        report["epoch_s_scaled_from_images"], 640,
+        "the epoch figures say they are scaled up from --images"
+    );
     assert!(report["pytorch_epoch_s"].is_null());
     assert!(
         report["pytorch_note"]

@@ -80,8 +80,34 @@ fn import_makes_a_run_that_eval_reads_and_export_writes_it_back() {
         common::stdout(&imported)
             .contains("Ignored 1 tensor(s) that are not parameters: eval.logits_first100")
     );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/config.json")).unwrap())
+            .unwrap();
+    assert!(
+        config.get("train").is_none(),
+        "an imported run has no training settings: {config}"
+    );
+    let file = std::fs::canonicalize(&source).unwrap();
+    assert_eq!(config["imported"]["file"], file.display().to_string());
+    let sha256 = {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(std::fs::read(&source).unwrap());
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(config["imported"]["sha256"], sha256);
+    let date = config["imported"]["date"].as_str().unwrap();
+    assert!(date.len() == 20 && date.ends_with('Z'), "{date}");
+
     let evaluated = common::digits(dir.path(), &["eval", "--model", "run"]);
     let out = common::stdout(&evaluated);
+    assert!(
+        out.contains(&format!("imported from {}\n", file.display())),
+        "{out}"
+    );
+    assert!(!out.contains("after 0 epochs"), "{out}");
     let (accuracy, loss) = reference_figures();
     assert!(
         out.contains(&format!("Accuracy: {accuracy:.2}%, Avg loss: {loss:>8.6}")),
@@ -106,6 +132,22 @@ fn import_makes_a_run_that_eval_reads_and_export_writes_it_back() {
         assert_eq!(tensor, &original[name], "{name}");
     }
     assert_eq!(written.len(), 6);
+
+    // Trained further, it still says where it came from.
+    let resumed = common::digits(
+        dir.path(),
+        &["train", "--resume", "run", "--epochs", "1", "--limit", "64"],
+    );
+    assert!(resumed.status.success(), "{}", common::stderr(&resumed));
+    let evaluated = common::digits(dir.path(), &["eval", "--model", "run"]);
+    assert!(
+        common::stdout(&evaluated).contains(&format!(
+            "imported from {}, then trained 1 epoch on mnist-lite",
+            file.display()
+        )),
+        "{}",
+        common::stdout(&evaluated)
+    );
 
     let again = common::digits(
         dir.path(),
@@ -133,7 +175,8 @@ fn trained_run(kind: ModelKind, dir: &Path) -> (RunConfig, Model) {
     let run = RunConfig {
         digits_version: "test".into(),
         model: trainer.model_config().clone(),
-        train: trainer.config().clone(),
+        train: Some(trainer.config().clone()),
+        imported: None,
         dataset: train.name,
         epochs_done: 1,
         batches_done: 0,

@@ -86,7 +86,8 @@ fn each_model_learns_from_a_short_run_on_real_digits_and_reloads_identically() {
         let config = digits::run::RunConfig {
             digits_version: "test".into(),
             model: trainer.model_config().clone(),
-            train: trainer.config().clone(),
+            train: Some(trainer.config().clone()),
+            imported: None,
             dataset: train.name,
             epochs_done: 1,
             batches_done: 0,
@@ -153,6 +154,7 @@ fn validation_keeps_the_best_epoch_and_patience_stops_training() {
     let mut checkpoint = RunCheckpoint {
         dir: RunDir::create(dir.path()).unwrap(),
         dataset: train.name,
+        imported: None,
         history: Vec::new(),
     };
     let history = fit(

@@ -279,10 +279,75 @@ fn json_and_csv_give_one_entry_per_input() {
 
     let csv = common::digits(dir.path(), &["predict", "--format", "csv", "images"]);
     let out = common::stdout(&csv);
-    let rows: Vec<&str> = out.lines().collect();
-    assert_eq!(rows[0], "path,digit,confidence");
-    assert!(rows[1].starts_with("images/a-three.png,3,"), "{out}");
-    assert_eq!(rows[3], "images/c-broken.png,,");
+    let rows: Vec<Vec<String>> = out.lines().map(csv_fields).collect();
+    assert_eq!(rows[0], ["path", "digit", "confidence", "error"]);
+    assert!(rows.iter().all(|row| row.len() == 4), "{out}");
+    assert_eq!(rows[1][..2], ["images/a-three.png", "3"], "{out}");
+    assert_eq!(rows[1][3], "", "{out}");
+    assert_eq!(rows[3][..3], ["images/c-broken.png", "", ""], "{out}");
+    assert!(rows[3][3].starts_with("cannot decode the image"), "{out}");
+}
+
+/// The fields of one CSV row, quoted ones unquoted.
+fn csv_fields(row: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = row.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                fields.last_mut().unwrap().push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => fields.last_mut().unwrap().push(c),
+        }
+    }
+    assert!(!quoted, "an unclosed quote in {row}");
+    fields
+}
+
+#[test]
+fn every_input_keeps_its_own_preprocessed_image() {
+    let dir = tempfile::tempdir().unwrap();
+    for folder in ["a", "b"] {
+        std::fs::create_dir(dir.path().join(folder)).unwrap();
+        std::fs::write(
+            dir.path().join(folder).join("0.png"),
+            synth::drawn(0, 200, 8.0),
+        )
+        .unwrap();
+    }
+    // The same name but for its extension: image files are read by their content.
+    std::fs::write(dir.path().join("a/0.jpg"), synth::drawn(0, 200, 8.0)).unwrap();
+    let output = common::digits(
+        dir.path(),
+        &["predict", "a", "b", "--save-preprocessed", "seen"],
+    );
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    assert_eq!(common::stdout(&output).lines().count(), 3);
+    for saved in ["seen/a/0.png", "seen/a/0~2.png", "seen/b/0.png"] {
+        let image = image::open(dir.path().join(saved)).unwrap();
+        assert_eq!((image.width(), image.height()), (28, 28), "{saved}");
+    }
+    assert!(
+        common::stderr(&output).contains("note: a/0.png: seen/a/0.png was already written"),
+        "{}",
+        common::stderr(&output)
+    );
+}
+
+#[test]
+fn a_folder_without_images_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    let output = common::digits(dir.path(), &["predict", "empty"]);
+    common::assert_clean_failure(
+        &output,
+        "error: empty: the folder holds no images (.png, .jpg",
+    );
+    assert_eq!(common::stdout(&output), "");
 }
 
 #[test]

@@ -87,6 +87,10 @@ fn a_report_has_every_chart_at_its_size_and_a_self_contained_page() {
         2 + 10,
         "a row per epoch and per class, besides the summary"
     );
+    assert!(
+        html.contains("<tr><td>0</td>") && !html.contains("<td>0: 0</td>"),
+        "a digit's class is named once"
+    );
 }
 
 #[test]
@@ -124,7 +128,48 @@ fn the_commands_report_on_a_run_and_compare_two_trained_variants() {
     );
     assert_eq!(
         dimensions(&dir.path().join("compare.png")),
-        charts::COMPARISON_SIZE
+        charts::comparison_size(2)
+    );
+    assert!(charts::comparison_size(2).1 > charts::COMPARISON_SIZE.1);
+
+    // The same comparison again trains into fresh folders.
+    let twice = digits(
+        dir.path(),
+        &[
+            &[
+                "compare",
+                "--vary",
+                "optimizer=adam,sgd",
+                "--out",
+                "twice.png",
+            ][..],
+            &quick,
+        ]
+        .concat(),
+    );
+    assert!(twice.status.success(), "{}", stderr(&twice));
+    assert!(
+        dir.path()
+            .join("runs/compare-optimizer-2/sgd/config.json")
+            .is_file()
+    );
+    // Runs alike in their settings and folder names are told apart by their paths.
+    let alike = digits(
+        dir.path(),
+        &[
+            "compare",
+            "runs/compare-optimizer/adam",
+            "runs/compare-optimizer-2/adam",
+            "--out",
+            "alike.png",
+        ],
+    );
+    assert!(alike.status.success(), "{}", stderr(&alike));
+    let text = stdout(&alike);
+    assert!(
+        text.contains("runs/compare-optimizer/adam ")
+            && text.contains("runs/compare-optimizer-2/adam "),
+        "{text}"
     );
 
     // Saved runs compare too; identical settings are told apart by their folder names.
@@ -157,6 +202,10 @@ fn compare_refuses_what_it_cannot_do_before_training_anything() {
     assert_clean_failure(
         &digits(dir.path(), &["compare", "--vary", "lr=0.1"]),
         "at least two values",
+    );
+    assert_clean_failure(
+        &digits(dir.path(), &["compare", "--vary", "seed=1,2,1"]),
+        "--vary seed lists 1 twice",
     );
     assert!(!dir.path().join("runs").exists(), "nothing was trained");
     assert_clean_failure(

@@ -73,7 +73,7 @@ fn resuming_a_saved_run_continues_exactly_where_it_stopped() {
     let saved = run.config().unwrap();
     let config = TrainConfig {
         epochs: 2,
-        ..saved.train
+        ..saved.train.unwrap()
     };
     let resumed =
         Trainer::new(saved.model, run.weights().unwrap(), config, &Device::flex()).unwrap();
@@ -150,6 +150,7 @@ fn a_loss_that_stops_being_finite_stops_training_before_it_is_saved() {
     let mut checkpoint = digits::run::RunCheckpoint {
         dir: RunDir::create(dir.path()).unwrap(),
         dataset: digits::data::DatasetName::MnistLite,
+        imported: None,
         history: Vec::new(),
     };
     let data = Dataset::lite(Split::Train).truncated(64);
@@ -250,6 +251,7 @@ fn a_run_resumes_on_the_path_that_wrote_its_optimizer_state() {
     let mut checkpoint = digits::run::RunCheckpoint {
         dir: RunDir::create(dir.path()).unwrap(),
         dataset: train_set.name,
+        imported: None,
         history: Vec::new(),
     };
     digits::train::fit(
@@ -334,6 +336,7 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
         let mut checkpoint = digits::run::RunCheckpoint {
             dir: RunDir::create(dir.path()).unwrap(),
             dataset: train_set.name,
+            imported: None,
             history: Vec::new(),
         };
         let mut stopper = StopAfter { after: 80, seen: 0 };

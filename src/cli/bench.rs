@@ -41,6 +41,9 @@ pub struct BenchArgs {
 struct Report {
     device: String,
     images_per_run: usize,
+    /// Set when `--images` is not a whole MNIST epoch: every `*_epoch_s` figure is then this
+    /// many images' time, scaled up to 60,000 images.
+    epoch_s_scaled_from_images: Option<usize>,
     repeat: u32,
     tutorial_epoch_s: f64,
     tutorial_images_per_s: f64,
@@ -96,6 +99,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let tutorial = median(args.repeat, || {
         bench::tutorial_epoch(args.images, 50, EngineChoice::Auto, device)
     });
+    let scaled_from = (tutorial.images != TUTORIAL_EPOCH_IMAGES).then_some(tutorial.images);
+    if let Some(images) = scaled_from {
+        say(format!(
+            "(each epoch time below is timed on {images} images and scaled to a \
+             {TUTORIAL_EPOCH_IMAGES}-image MNIST epoch)"
+        ));
+    }
     say(format!(
         "tutorial epoch (MLP 784-128-400-10, batch 32, Adam): {:.2} s ({:.0} images/s)",
         tutorial.epoch_seconds(),
@@ -201,6 +211,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let report = Report {
             device: selected.name.to_string(),
             images_per_run: args.images,
+            epoch_s_scaled_from_images: scaled_from,
             repeat: args.repeat,
             tutorial_epoch_s: tutorial.epoch_seconds(),
             tutorial_images_per_s: tutorial.images_per_second(),

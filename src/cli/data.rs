@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use digits::data::{DatasetName, Split, download};
+use digits::data::download::{self, Silent};
+use digits::data::{DataSource, DatasetName, Fallback, Split};
 
 use super::{DataArgs, progress};
 
@@ -10,7 +11,7 @@ use super::{DataArgs, progress};
 pub enum DataCommand {
     /// Download a dataset into --data-dir, checking every file against its published digest.
     Fetch(FetchArgs),
-    /// Say where a dataset is found and how many images each split holds.
+    /// Say where a dataset is found and how many images each split holds (never downloads).
     Info(InfoArgs),
 }
 
@@ -51,8 +52,15 @@ fn fetch(data: DataArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reports what is on disk: it neither downloads nor falls back, so a missing dataset is an
+/// error that names the missing files and how to get them.
 fn info(data: DataArgs) -> anyhow::Result<()> {
-    let resolved = data.resolve(DatasetName::Mnist)?;
+    let source = DataSource {
+        fetch: None,
+        ..data.source(DatasetName::Mnist)
+    };
+    let resolved =
+        source.resolve_splits(&[Split::Train, Split::Test], Fallback::Never, &mut Silent)?;
     match &resolved.dir {
         Some(dir) => println!("{}: {}", resolved.dataset, dir.display()),
         None => println!("{}: built in", resolved.dataset),

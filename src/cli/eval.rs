@@ -35,16 +35,14 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .iter()
         .map(|run| RunDir::open(run)?.load_model(&selected.device))
         .collect::<Result<(Vec<_>, Vec<_>), _>>()?;
-    let test = args.data.resolve(configs[0].dataset)?.load(Split::Test)?;
+    let test = args
+        .data
+        .resolve(configs[0].dataset, &[Split::Test])?
+        .load(Split::Test)?;
     let evaluation =
         eval::evaluate_ensemble(&Ensemble::new(models), &test, args.batch_size as usize);
     for config in &configs {
-        println!(
-            "Model: {} after {} epochs on {}",
-            config.model.describe(),
-            config.epochs_done,
-            config.dataset
-        );
+        println!("Model: {} {}", config.model.describe(), config.origin());
     }
     if configs.len() > 1 {
         println!(

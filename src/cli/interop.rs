@@ -9,7 +9,6 @@ use digits::files::write_atomically;
 use digits::interop;
 use digits::model::{Activation, ModelConfig, ModelKind};
 use digits::run::{RunConfig, RunDir};
-use digits::train::TrainConfig;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -84,17 +83,17 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             imported.ignored.join(", ")
         );
     }
-    let weights = imported.weights;
     let run = RunDir::create(&args.out)?;
     let config = RunConfig {
         digits_version: env!("CARGO_PKG_VERSION").to_string(),
         model,
-        train: TrainConfig::default(),
+        train: None,
+        imported: Some(imported.provenance),
         dataset: args.dataset,
         epochs_done: 0,
         batches_done: 0,
     };
-    run.save(&config, &weights, None, &[], false)?;
+    run.save(&config, &imported.weights, None, &[], false)?;
     println!(
         "Imported {} ({}) into {}",
         args.file.display(),

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use digits::data::{DataSource, DatasetName, FetchOptions, ResolvedData};
+use digits::data::{DataSource, DatasetName, Fallback, FetchOptions, ResolvedData, Split};
 
 /// Handwritten-digit recognition: the PyTorch MNIST tutorial in Rust, on Burn.
 #[derive(Debug, Parser)]
@@ -84,6 +84,19 @@ fn load_predictor(
     Ok(digits::predict::Predictor::load(&runs, device)?)
 }
 
+/// Parses a whole number of at least `MIN` for a flag that also takes negative values (clap's
+/// `allow_negative_numbers`): clap's unsigned parsers answer `-1` with "invalid digit found in
+/// string", which hides what is wrong.
+fn at_least<const MIN: i128>(text: &str) -> Result<usize, String> {
+    let number: i128 = text
+        .parse()
+        .map_err(|_| format!("expected a whole number, at least {MIN}"))?;
+    if number < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    usize::try_from(number).map_err(|_| "is too large".to_string())
+}
+
 /// Where data comes from; shared by every command that reads a dataset.
 #[derive(Debug, Clone, Args)]
 struct DataArgs {
@@ -122,10 +135,18 @@ impl DataArgs {
         }
     }
 
-    /// Finds the dataset (downloading it if allowed), warning on stderr when it falls back.
-    fn resolve(&self, default: DatasetName) -> anyhow::Result<ResolvedData> {
-        let source = self.source(default);
-        let resolved = source.resolve(&mut progress::DownloadBars::new())?;
+    /// Finds the files of `splits` (downloading them if allowed), warning on stderr when it
+    /// falls back to mnist-lite, which it does only when no `--dataset` was given.
+    fn resolve(&self, default: DatasetName, splits: &[Split]) -> anyhow::Result<ResolvedData> {
+        let fallback = match self.dataset {
+            Some(_) => Fallback::Never,
+            None => Fallback::ToLite,
+        };
+        let resolved = self.source(default).resolve_splits(
+            splits,
+            fallback,
+            &mut progress::DownloadBars::new(),
+        )?;
         if let Some(reason) = &resolved.fallback {
             eprintln!(
                 "warning: full MNIST is not available: {reason}.\n\

@@ -1,7 +1,8 @@
 //! `digits predict`: read the digits in people's images.
 
+use std::collections::HashSet;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -51,7 +52,8 @@ enum Format {
 /// One input: where it came from and its bytes.
 struct Input {
     name: String,
-    stem: String,
+    /// The file or folder it was read from; `None` for standard input.
+    path: Option<PathBuf>,
     bytes: anyhow::Result<Vec<u8>>,
 }
 
@@ -62,16 +64,17 @@ pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
     eprintln!("Using {} device ({})", selected.name, selected.reason);
     let device = selected.device;
     let predictor = super::load_predictor(&args.models, &device)?;
-    if let Some(dir) = &args.save_preprocessed {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
     let inputs = gather(&args.paths)?;
+    let mut preprocessed = match &args.save_preprocessed {
+        Some(dir) => Some(PreprocessedFolder::new(dir, &inputs)?),
+        None => None,
+    };
     let mut all_ok = true;
     let mut json_entries = Vec::new();
     if args.format == Format::Csv {
-        println!("path,digit,confidence");
+        println!("path,digit,confidence,error");
     }
-    for input in inputs {
+    for (index, input) in inputs.into_iter().enumerate() {
         let outcome = input.bytes.and_then(|bytes| {
             let image = prepare::decode(&bytes)?;
             let digits = if args.number {
@@ -79,7 +82,9 @@ pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
             } else {
                 vec![prepare::prepare(&image)?]
             };
-            save_preprocessed(args.save_preprocessed.as_deref(), &input.stem, &digits)?;
+            if let Some(folder) = &mut preprocessed {
+                folder.save(index, &input.name, &digits)?;
+            }
             Ok(predictor.predict(&digits))
         });
         match outcome {
@@ -91,7 +96,11 @@ pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
                 eprintln!("error: {}: {err:#}", input.name);
                 match args.format {
                     Format::Text => {}
-                    Format::Csv => println!("{},,", csv_field(&input.name)),
+                    Format::Csv => println!(
+                        "{},,,{}",
+                        csv_field(&input.name),
+                        csv_field(&format!("{err:#}"))
+                    ),
                     Format::Json => {
                         json_entries.push(json!({"path": input.name, "error": format!("{err:#}")}))
                     }
@@ -140,7 +149,7 @@ fn render(
             }
             println!("{line}");
         }
-        Format::Csv => println!("{},{number},{weakest:.6}", csv_field(name)),
+        Format::Csv => println!("{},{number},{weakest:.6},", csv_field(name)),
         Format::Json if args.number => json_entries.push(json!({
             "path": name,
             "number": number,
@@ -165,7 +174,7 @@ fn render(
 
 /// Quotes a CSV field when it needs it.
 fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n']) {
+    if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
         text.to_string()
@@ -173,7 +182,8 @@ fn csv_field(text: &str) -> String {
 }
 
 /// Expands folders into their images (sorted) and reads each input; a path that cannot be
-/// read becomes an input that carries its error, so the others still go on.
+/// read, or a folder without images, becomes an input that carries its error, so the others
+/// still go on.
 fn gather(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
     let mut inputs = Vec::new();
     for path in paths {
@@ -186,7 +196,7 @@ fn gather(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
                 .context("cannot read standard input");
             inputs.push(Input {
                 name: "-".into(),
-                stem: "stdin".into(),
+                path: None,
                 bytes: read,
             });
         } else if path.is_dir() {
@@ -196,6 +206,16 @@ fn gather(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
                 .map(|entry| entry.path())
                 .filter(|p| p.is_file() && is_image(p))
                 .collect();
+            if images.is_empty() {
+                inputs.push(Input {
+                    name: path.display().to_string(),
+                    path: Some(path.clone()),
+                    bytes: Err(anyhow::anyhow!(
+                        "the folder holds no images (.{} files; subfolders are not read)",
+                        IMAGE_EXTENSIONS.join(", .")
+                    )),
+                });
+            }
             images.sort();
             inputs.extend(images.iter().map(|p| read_file(p)));
         } else {
@@ -221,22 +241,101 @@ fn read_file(path: &Path) -> Input {
         .with_context(|| format!("cannot read {}", path.display()));
     Input {
         name: path.display().to_string(),
-        stem: path
-            .file_stem()
-            .map_or("image".into(), |s| s.to_string_lossy().into_owned()),
+        path: Some(path.to_path_buf()),
         bytes,
     }
 }
 
-/// Saves what the model saw as `STEM.png` (`STEM-1.png`, ... for the digits of a number).
-fn save_preprocessed(dir: Option<&Path>, stem: &str, digits: &[Prepared]) -> anyhow::Result<()> {
-    let Some(dir) = dir else { return Ok(()) };
-    for (i, digit) in digits.iter().enumerate() {
-        let name = match digits.len() {
-            1 => format!("{stem}.png"),
-            _ => format!("{stem}-{}.png", i + 1),
-        };
-        save_png(&digit.to_image().into(), &dir.join(name))?;
+/// Where `--save-preprocessed` writes what the model saw. Each input keeps its path below the
+/// folders all the inputs share, so `a/0.png` and `b/0.png` stay apart; a name already
+/// written in this run (`0.png` beside `0.jpg`) gets a `~2`, `~3`, ... suffix, with a note,
+/// rather than overwriting what another input saw.
+struct PreprocessedFolder {
+    dir: PathBuf,
+    /// Each input's path below `dir`, without its extension, in the order of the inputs.
+    stems: Vec<PathBuf>,
+    written: HashSet<PathBuf>,
+}
+
+impl PreprocessedFolder {
+    fn new(dir: &Path, inputs: &[Input]) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        // A path's `..`, `.` and root are left out: what remains names it below `dir`.
+        let parts: Vec<Option<Vec<&std::ffi::OsStr>>> = inputs
+            .iter()
+            .map(|input| {
+                input.path.as_deref().map(|path| {
+                    path.components()
+                        .filter_map(|c| match c {
+                            Component::Normal(part) => Some(part),
+                            _ => None,
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let shared = inputs
+            .iter()
+            .zip(&parts)
+            .filter(|(input, _)| input.bytes.is_ok())
+            .filter_map(|(_, parts)| parts.as_deref())
+            .map(|parts| &parts[..parts.len().saturating_sub(1)])
+            .reduce(|a, b| &a[..a.iter().zip(b).take_while(|(x, y)| x == y).count()])
+            .map_or(0, <[_]>::len);
+        let stems = parts
+            .iter()
+            .map(|parts| {
+                let mut stem: PathBuf = match parts {
+                    Some(parts) => parts.iter().skip(shared).collect(),
+                    None => "stdin".into(),
+                };
+                stem.set_extension("");
+                if stem.as_os_str().is_empty() {
+                    stem.push("image");
+                }
+                stem
+            })
+            .collect();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            stems,
+            written: HashSet::new(),
+        })
     }
-    Ok(())
+
+    /// Saves input `index`'s digits as `STEM.png` (`STEM-1.png`, ... for the digits of a
+    /// number).
+    fn save(&mut self, index: usize, name: &str, digits: &[Prepared]) -> anyhow::Result<()> {
+        for (i, digit) in digits.iter().enumerate() {
+            let candidate = |copy: usize| {
+                let mut file = self.stems[index].clone().into_os_string();
+                if digits.len() > 1 {
+                    file.push(format!("-{}", i + 1));
+                }
+                if copy > 1 {
+                    file.push(format!("~{copy}"));
+                }
+                file.push(".png");
+                self.dir.join(file)
+            };
+            let path = (1..)
+                .map(candidate)
+                .find(|path| !self.written.contains(path))
+                .expect("some suffix is free");
+            if path != candidate(1) {
+                eprintln!(
+                    "note: {name}: {} was already written for another input; saved as {}",
+                    candidate(1).display(),
+                    path.display()
+                );
+            }
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("cannot create {}", parent.display()))?;
+            }
+            save_png(&digit.to_image().into(), &path)?;
+            self.written.insert(path);
+        }
+        Ok(())
+    }
 }

@@ -12,7 +12,7 @@ use digits::report::{self, LabelledHistory, ReportInputs, charts};
 use digits::run::RunDir;
 
 use super::DataArgs;
-use super::train::{TrainSettings, next_free_run_dir, train};
+use super::train::{TrainSettings, next_free_name, train};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -34,8 +34,12 @@ pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     println!("Using {} device ({})", selected.name, selected.reason);
     let (config, model) = run.load_model(&selected.device)?;
     let history = run.metrics()?;
-    let test = args.data.resolve(config.dataset)?.load(Split::Test)?;
-    let evaluation = eval::evaluate(&model, &test, config.train.batch_size);
+    let test = args
+        .data
+        .resolve(config.dataset, &[Split::Test])?
+        .load(Split::Test)?;
+    let batch_size = config.train.clone().unwrap_or_default().batch_size;
+    let evaluation = eval::evaluate(&model, &test, batch_size);
     let out = args.out.unwrap_or_else(|| args.run.join("report"));
     let name = run_name(&args.run);
     let inputs = ReportInputs {
@@ -85,7 +89,7 @@ pub fn compare(args: CompareArgs) -> anyhow::Result<()> {
         }
         histories.push(history);
     }
-    let names: Vec<String> = runs.iter().map(|p| run_name(p)).collect();
+    let names = run_names(&runs);
     let labels = report::difference_labels(&configs, &names);
     println!(
         "{:<40} {:>8} {:>12} {:>10}",
@@ -119,12 +123,16 @@ fn train_variants(vary: &str, settings: &TrainSettings) -> anyhow::Result<Vec<Pa
     if values.len() < 2 {
         bail!("--vary {key} needs at least two values");
     }
-    let parent = next_free_run_dir(Path::new("runs"), &format!("compare-{key}"));
-    let mut variants = Vec::new();
     // Refuse a bad value before spending minutes training the good ones.
-    for value in &values {
+    for (i, value) in values.iter().enumerate() {
         settings.clone().set(key, value)?;
+        if values[..i].contains(value) {
+            bail!("--vary {key} lists {value} twice");
+        }
     }
+    // A fresh folder each time, so the same comparison can be run again.
+    let parent = next_free_name(Path::new("runs"), &format!("compare-{key}"), Path::exists);
+    let mut variants = Vec::new();
     for value in values {
         let mut variant = settings.clone();
         variant.set(key, value)?;
@@ -138,4 +146,21 @@ fn run_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Each run's folder name, or its path as given where another run has the same folder name
+/// (`a/run` and `b/run`).
+fn run_names(runs: &[PathBuf]) -> Vec<String> {
+    let names: Vec<String> = runs.iter().map(|p| run_name(p)).collect();
+    names
+        .iter()
+        .zip(runs)
+        .map(|(name, path)| {
+            if names.iter().filter(|n| *n == name).count() > 1 {
+                path.display().to_string()
+            } else {
+                name.clone()
+            }
+        })
+        .collect()
 }

@@ -7,7 +7,7 @@ use digits::data::{DatasetName, Split};
 use digits::files::save_png;
 use digits::show;
 
-use super::DataArgs;
+use super::{DataArgs, at_least};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -17,7 +17,7 @@ pub struct ShowArgs {
     #[arg(long, default_value = "train", value_parser = parse_split)]
     split: Split,
     /// First sample (default: 59000 as in the tutorial, or the last samples of a smaller set).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least::<0>)]
     start: Option<usize>,
     /// How many samples.
     #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u16).range(1..=100))]
@@ -36,12 +36,15 @@ fn parse_split(s: &str) -> Result<Split, String> {
 }
 
 pub fn run(args: ShowArgs) -> anyhow::Result<()> {
-    let data = args.data.resolve(DatasetName::Mnist)?.load(args.split)?;
+    let data = args
+        .data
+        .resolve(DatasetName::Mnist, &[args.split])?
+        .load(args.split)?;
     let range = show::sample_range(data.len(), args.start, usize::from(args.count));
     anyhow::ensure!(
         !range.is_empty(),
         "--start {} is past the end of the {} {} split ({} images)",
-        range.start,
+        args.start.unwrap_or(range.start),
         data.name,
         args.split,
         data.len()

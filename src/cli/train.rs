@@ -11,7 +11,7 @@ use digits::model::{Activation, ModelConfig, ModelKind, Normalization};
 use digits::run::{RunCheckpoint, RunDir};
 use digits::train::{self, EngineChoice, LrSchedule, OptimizerKind, Preset, TrainError, Trainer};
 
-use super::{DataArgs, progress::TrainPrinter};
+use super::{DataArgs, at_least, progress::TrainPrinter};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -40,28 +40,32 @@ pub struct TrainSettings {
     #[arg(long)]
     model: Option<ModelKind>,
     /// Epochs to train (with --resume: further epochs) [default: 10].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = at_least::<1>)]
     epochs: Option<usize>,
     /// Images per batch [default: 32].
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_parser = clap::builder::RangedI64ValueParser::<u32>::new().range(1..=65536)
+    )]
     batch_size: Option<u32>,
     /// Learning rate (the peak, with a schedule) [default: 0.01].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     lr: Option<f64>,
     /// adam, adamw or sgd [default: adam].
     #[arg(long)]
     optimizer: Option<OptimizerKind>,
     /// Weight decay [default: 0; AdamW: 0.01].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     weight_decay: Option<f64>,
     /// SGD momentum, e.g. 0.9 [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     momentum: Option<f64>,
     /// constant, one-cycle, cosine or step[:EPOCHS[:FACTOR]] [default: constant].
     #[arg(long)]
     schedule: Option<LrSchedule>,
     /// Label smoothing, e.g. 0.1 [default: 0].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     label_smoothing: Option<f64>,
     /// Random distortions of the training images: none, digits (affine and elastic),
     /// affine, or clothes (flips and shifts) [default: none].
@@ -72,10 +76,10 @@ pub struct TrainSettings {
     normalize: bool,
     /// Hold out the last N training images to pick the best epoch (saved as
     /// best.safetensors, which eval, predict and serve then use).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least::<0>)]
     validation: Option<usize>,
     /// With --validation: stop after N epochs without a better validation accuracy.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least::<0>)]
     patience: Option<usize>,
     /// relu or sigmoid [default: relu].
     #[arg(long)]
@@ -97,7 +101,7 @@ pub struct TrainSettings {
     #[arg(long)]
     engine: Option<EngineChoice>,
     /// Train on only the first N training images (for quick experiments).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = at_least::<0>)]
     limit: Option<usize>,
 }
 
@@ -167,9 +171,6 @@ impl TrainSettings {
 
     /// Refuses values no training could use, before any data is loaded.
     fn check(&self) -> anyhow::Result<()> {
-        if self.epochs == Some(0) {
-            bail!("--epochs must be at least 1");
-        }
         if self.lr.is_some_and(|lr| !(lr.is_finite() && lr > 0.0)) {
             bail!("--lr must be a positive number");
         }
@@ -249,7 +250,9 @@ pub fn train(
     let default_dataset = resumed
         .as_ref()
         .map_or(DatasetName::Mnist, |(c, _)| c.dataset);
-    let resolved = args.data.resolve(default_dataset)?;
+    let resolved = args
+        .data
+        .resolve(default_dataset, &[Split::Train, Split::Test])?;
     let mut train_set = resolved.load(Split::Train)?;
     if let Some(limit) = args.limit {
         train_set = train_set.truncated(limit);
@@ -257,15 +260,19 @@ pub fn train(
     let test_set = resolved.load(Split::Test)?;
 
     let preset = args.preset.unwrap_or_default();
+    let imported = resumed
+        .as_ref()
+        .and_then(|(saved, _)| saved.imported.clone());
     let (mut model_config, mut config, weights, history, out, resume_state) = match resumed {
         Some((saved, run)) => {
-            let mut config = saved.train.clone();
-            let unfinished = saved.epochs_done < saved.train.epochs;
+            // Imported weights were not trained here: they go on with the tutorial's settings.
+            let mut config = saved.train.clone().unwrap_or_default();
+            let started_with = config.epochs;
             config.epochs = match args.epochs {
                 Some(more) => saved.epochs_done.saturating_add(more),
                 // An interrupted run finishes the epochs it was started with.
-                None if unfinished => saved.train.epochs,
-                None => saved.epochs_done + saved.train.epochs,
+                None if saved.epochs_done < started_with => started_with,
+                None => saved.epochs_done + started_with,
             };
             let out = out.unwrap_or_else(|| run.path().to_path_buf());
             let resume_state = Some((
@@ -348,6 +355,7 @@ pub fn train(
     }
     let weights = weights.unwrap_or_else(|| model_config.initial_weights(config.seed));
 
+    let created = !out.exists();
     let run_dir = RunDir::create(&out)?;
     let first = test_set
         .batches(config.batch_size, None)
@@ -390,6 +398,7 @@ pub fn train(
     let mut checkpoint = RunCheckpoint {
         dir: run_dir,
         dataset: resolved.dataset,
+        imported,
         history,
     };
     let history = match train::fit(
@@ -411,7 +420,14 @@ pub fn train(
             );
             return Err(Interrupted.into());
         }
-        other => other?,
+        Err(err) => {
+            let kept = keep_or_discard(&out, created);
+            return Err(match err {
+                TrainError::Diverged { .. } => anyhow::anyhow!("{err}; {kept}"),
+                other => other.into(),
+            });
+        }
+        Ok(history) => history,
     };
     let best = history
         .iter()
@@ -428,14 +444,32 @@ pub fn train(
     Ok(out)
 }
 
+/// After training failed: what `out` still holds, for the message. A folder this training
+/// created and never saved a checkpoint into is removed, so no empty run folder is left behind.
+fn keep_or_discard(out: &Path, created: bool) -> String {
+    if RunDir::open(out).is_ok() {
+        return format!("{} keeps the last good checkpoint", out.display());
+    }
+    if created {
+        // Only an empty folder is removed; anything else in it stays.
+        let _ = std::fs::remove_dir(out);
+    }
+    "nothing was saved".to_string()
+}
+
 /// `runs/tutorial`, or `runs/tutorial-2`, ... : the first that does not hold a run yet, so a
 /// new run never overwrites an old one.
-pub fn next_free_run_dir(parent: &Path, stem: &str) -> PathBuf {
+fn next_free_run_dir(parent: &Path, stem: &str) -> PathBuf {
+    next_free_name(parent, stem, |dir| dir.join("config.json").exists())
+}
+
+/// `PARENT/STEM`, or `PARENT/STEM-2`, ... : the first that is not `taken`.
+pub fn next_free_name(parent: &Path, stem: &str, taken: impl Fn(&Path) -> bool) -> PathBuf {
     (1..)
         .map(|n| match n {
             1 => parent.join(stem),
             n => parent.join(format!("{stem}-{n}")),
         })
-        .find(|dir| !dir.join("config.json").exists())
-        .expect("some run folder name is free")
+        .find(|dir| !taken(dir))
+        .expect("some name is free")
 }

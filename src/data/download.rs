@@ -345,7 +345,8 @@ impl Hasher {
     }
 }
 
-fn hex_digest(kind: DigestKind, reader: &mut impl Read) -> io::Result<String> {
+/// The digest of everything `reader` holds, as lowercase hex.
+pub(crate) fn hex_digest(kind: DigestKind, reader: &mut impl Read) -> io::Result<String> {
     let mut hasher = Hasher::new(kind);
     let mut buffer = vec![0u8; 64 * 1024];
     loop {

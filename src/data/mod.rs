@@ -52,7 +52,7 @@ pub enum DataError {
     },
     #[error(
         "{dataset} is not in {dir} (missing {missing}); run `digits data fetch --dataset {dataset}`, \
-         or point --data-dir at a folder holding the four IDX files"
+         or point --data-dir at a folder holding its IDX files"
     )]
     Missing {
         dataset: DatasetName,
@@ -260,11 +260,32 @@ pub struct ResolvedData {
     pub fallback: Option<String>,
 }
 
+/// Whether full MNIST that can be neither found nor downloaded may be replaced by the
+/// built-in `mnist-lite`: right when the user left the dataset to its default, wrong when
+/// they named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    ToLite,
+    Never,
+}
+
 impl DataSource {
-    /// Finds the dataset's files, downloading what is missing when allowed. Full MNIST that can
-    /// be neither found nor downloaded falls back to `mnist-lite`, with the reason recorded;
-    /// any other failure is an error, and a corrupt file on disk is never silently replaced.
+    /// Finds both splits of the dataset, downloading what is missing when allowed. Full MNIST
+    /// that can be neither found nor downloaded falls back to `mnist-lite`, with the reason
+    /// recorded; any other failure is an error, and a corrupt file on disk is never silently
+    /// replaced.
     pub fn resolve(&self, progress: &mut dyn FetchProgress) -> Result<ResolvedData, DataError> {
+        self.resolve_splits(&[Split::Train, Split::Test], Fallback::ToLite, progress)
+    }
+
+    /// [`DataSource::resolve`] for the files of `splits` only (evaluating needs only the test
+    /// split's two files), falling back to `mnist-lite` only as `fallback` allows.
+    pub fn resolve_splits(
+        &self,
+        splits: &[Split],
+        fallback: Fallback,
+        progress: &mut dyn FetchProgress,
+    ) -> Result<ResolvedData, DataError> {
         let Some(files) = self.dataset.files() else {
             return Ok(ResolvedData {
                 dataset: DatasetName::MnistLite,
@@ -272,23 +293,38 @@ impl DataSource {
                 fallback: None,
             });
         };
-        let found = |dir: &Path| files.all().iter().all(|f| find_file(dir, f).is_some());
+        let needed: Vec<catalog::DataFile> = splits
+            .iter()
+            .flat_map(|&split| {
+                let (images, labels) = files.split(split);
+                [images, labels]
+            })
+            .collect();
+        let found = |dir: &Path| needed.iter().all(|f| find_file(dir, f).is_some());
         let own_dir = self.data_dir.join(self.dataset.as_str());
         for dir in [&self.data_dir, &own_dir] {
             if found(dir) {
                 return Ok(self.found_at(dir));
             }
         }
+        // Named after the folder that holds the most of the files (the dataset's own folder,
+        // where downloads go, when neither holds any).
         let missing = || {
-            let names: Vec<&str> = files
-                .all()
-                .iter()
-                .filter(|f| find_file(&own_dir, f).is_none())
-                .map(|f| f.name)
-                .collect();
+            let (dir, names) = [&own_dir, &self.data_dir]
+                .into_iter()
+                .map(|dir| {
+                    let names: Vec<&str> = needed
+                        .iter()
+                        .filter(|f| find_file(dir, f).is_none())
+                        .map(|f| f.name)
+                        .collect();
+                    (dir, names)
+                })
+                .min_by_key(|(_, names)| names.len())
+                .expect("two folders were looked in");
             DataError::Missing {
                 dataset: self.dataset,
-                dir: own_dir.display().to_string(),
+                dir: dir.display().to_string(),
                 missing: names.join(", "),
             }
         };
@@ -299,7 +335,11 @@ impl DataSource {
         };
         match outcome {
             Ok(()) => Ok(self.found_at(&own_dir)),
-            Err(err) if self.dataset == DatasetName::Mnist && falls_back(&err) => {
+            Err(err)
+                if self.dataset == DatasetName::Mnist
+                    && fallback == Fallback::ToLite
+                    && falls_back(&err) =>
+            {
                 let why = match err {
                     DataError::Missing { .. } => "downloading is off",
                     _ => "no mirror could be reached",

@@ -7,10 +7,14 @@
 pub mod onnx;
 
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use pytorch_reader::{DType, PytorchReader};
 
+use crate::data::catalog::DigestKind;
+use crate::data::download::hex_digest;
 use crate::model::{ModelConfig, NamedTensor, Weights, WeightsError, weights};
+use crate::run::Provenance;
 
 /// PyTorch's `BatchNorm2d` counts its training batches in this int64 buffer; digits has no
 /// use for it, but `load_state_dict` insists on it.
@@ -55,6 +59,8 @@ pub struct Imported {
     /// Tensors that are not parameters (their last name part is not `weight`, `bias`,
     /// `running_mean` or `running_var`): saved outputs, metrics. Left out, and listed.
     pub ignored: Vec<String>,
+    /// The file, its digest and the time of the import, for the run's config.
+    pub provenance: Provenance,
 }
 
 /// Whether `name` names a parameter or buffer a model of digits could have.
@@ -82,11 +88,60 @@ pub fn import_state_dict(path: &Path, config: &ModelConfig) -> Result<Imported, 
     let device = burn::tensor::Device::flex();
     crate::model::Model::from_weights(config, weights.clone(), &device).map_err(|source| {
         InteropError::Mismatch {
-            path: display,
+            path: display.clone(),
             source,
         }
     })?;
-    Ok(Imported { weights, ignored })
+    let provenance = provenance(path).map_err(|source| InteropError::Read {
+        path: display,
+        source,
+    })?;
+    Ok(Imported {
+        weights,
+        ignored,
+        provenance,
+    })
+}
+
+/// Where `path` is, what it holds (its SHA-256) and when it was read: now.
+fn provenance(path: &Path) -> std::io::Result<Provenance> {
+    let sha256 = hex_digest(DigestKind::Sha256, &mut std::fs::File::open(path)?)?;
+    let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    Ok(Provenance {
+        file: file.display().to_string(),
+        sha256,
+        date: utc_timestamp(now),
+    })
+}
+
+/// `seconds` after the Unix epoch as an RFC 3339 UTC timestamp (`2023-11-14T22:13:20Z`), by
+/// Howard Hinnant's `civil_from_days`.
+fn utc_timestamp(seconds: u64) -> String {
+    let days = i64::try_from(seconds / 86_400).unwrap_or(i64::MAX / 2) + 719_468;
+    let time = seconds % 86_400;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months counted from March, so that February's leap day comes last.
+    let march_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * march_month + 2) / 5 + 1;
+    let month = if march_month < 10 {
+        march_month + 3
+    } else {
+        march_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        time / 3600,
+        time % 3600 / 60,
+        time % 60
+    )
 }
 
 /// The parameters of a safetensors state dict, and the names of the other tensors.
@@ -176,4 +231,17 @@ pub fn export_state_dict(config: &ModelConfig, weights: &Weights) -> Result<Vec<
     Ok(weights::to_safetensors_bytes_with_counters(
         weights, &counters,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(utc_timestamp(4_107_542_399), "2100-02-28T23:59:59Z");
+    }
 }

@@ -19,7 +19,20 @@ const FONT_FAMILY: &str = "sans-serif";
 /// Chart sizes, in pixels.
 pub const CURVE_SIZE: (u32, u32) = (900, 500);
 pub const CONFUSION_SIZE: (u32, u32) = (640, 600);
+/// The comparison's two charts; its legend goes below them, a line per run (see
+/// [`comparison_size`]), so that it never hides a curve.
 pub const COMPARISON_SIZE: (u32, u32) = (1400, 520);
+const LEGEND_LINE: u32 = 26;
+const LEGEND_PADDING: u32 = 14;
+
+/// The size of the comparison of `runs` runs: the charts, and the legend below them.
+pub fn comparison_size(runs: usize) -> (u32, u32) {
+    let lines = u32::try_from(runs).unwrap_or(u32::MAX);
+    (
+        COMPARISON_SIZE.0,
+        COMPARISON_SIZE.1 + 2 * LEGEND_PADDING + LEGEND_LINE.saturating_mul(lines),
+    )
+}
 
 /// One run's curves, labelled for a legend.
 #[derive(Debug, Clone)]
@@ -114,6 +127,21 @@ fn last_epoch(history: &[EpochMetrics]) -> f64 {
     history.last().map_or(1, |e| e.epoch) as f64
 }
 
+/// Epoch axes are labelled with whole epochs only: "3", never "3.0" or "2.5".
+fn epoch_label(x: &f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round())
+    } else {
+        String::new()
+    }
+}
+
+/// How many labels an epoch axis from `first` to `last` asks for: at most one per whole
+/// epoch, so the labels fall on whole numbers, and at most a dozen.
+fn epoch_labels(first: f64, last: f64) -> usize {
+    ((last - first).floor() as usize + 1).clamp(2, 12)
+}
+
 /// Loss per batch (raw and smoothed) with each epoch's mean training loss and test loss.
 pub fn loss_chart(history: &[EpochMetrics]) -> Result<RgbImage, ReportError> {
     let raw = batch_points(history);
@@ -135,6 +163,8 @@ pub fn loss_chart(history: &[EpochMetrics]) -> Result<RgbImage, ReportError> {
             .map_err(text)?;
         chart
             .configure_mesh()
+            .x_labels(epoch_labels(first, last_epoch(history)))
+            .x_label_formatter(&epoch_label)
             .x_desc("epoch")
             .y_desc("cross-entropy")
             .label_style((FONT_FAMILY, 14))
@@ -215,6 +245,8 @@ pub fn accuracy_chart(history: &[EpochMetrics]) -> Result<RgbImage, ReportError>
             .map_err(text)?;
         chart
             .configure_mesh()
+            .x_labels(epoch_labels(first, last_epoch(history)))
+            .x_label_formatter(&epoch_label)
             .x_desc("epoch")
             .y_desc("accuracy (%)")
             .label_style((FONT_FAMILY, 14))
@@ -315,7 +347,8 @@ pub fn confusion_chart(
     })
 }
 
-/// Several runs overlaid: smoothed training loss on the left, test accuracy on the right.
+/// Several runs overlaid: smoothed training loss on the left, test accuracy on the right, and
+/// below them a legend of a line per run.
 pub fn comparison_chart(runs: &[LabelledHistory]) -> Result<RgbImage, ReportError> {
     let palette = [
         BLUE,
@@ -342,8 +375,9 @@ pub fn comparison_chart(runs: &[LabelledHistory]) -> Result<RgbImage, ReportErro
         })
         .collect();
     let low = accuracy.iter().flatten().map(|p| p.1).fold(100.0, f64::min);
-    render(COMPARISON_SIZE, |root| {
-        let (left, right) = root.split_horizontally(COMPARISON_SIZE.0 / 2);
+    render(comparison_size(runs.len()), |root| {
+        let (charts, legend) = root.split_vertically(COMPARISON_SIZE.1);
+        let (left, right) = charts.split_horizontally(COMPARISON_SIZE.0 / 2);
         let mut loss = ChartBuilder::on(&left)
             .caption("Training loss (smoothed)", (FONT_FAMILY, 22))
             .margin(16)
@@ -352,6 +386,8 @@ pub fn comparison_chart(runs: &[LabelledHistory]) -> Result<RgbImage, ReportErro
             .build_cartesian_2d(0.0..epochs, 0.0..top_loss)
             .map_err(text)?;
         loss.configure_mesh()
+            .x_labels(epoch_labels(0.0, epochs))
+            .x_label_formatter(&epoch_label)
             .x_desc("epoch")
             .y_desc("cross-entropy")
             .label_style((FONT_FAMILY, 14))
@@ -365,46 +401,45 @@ pub fn comparison_chart(runs: &[LabelledHistory]) -> Result<RgbImage, ReportErro
             .build_cartesian_2d(0.5..(epochs + 0.5), (low - 1.0).floor().max(0.0)..100.0)
             .map_err(text)?;
         acc.configure_mesh()
+            .x_labels(epoch_labels(0.5, epochs + 0.5))
+            .x_label_formatter(&epoch_label)
             .x_desc("epoch")
             .y_desc("accuracy (%)")
             .label_style((FONT_FAMILY, 14))
             .draw()
             .map_err(text)?;
+        let label_style = (FONT_FAMILY, 15).into_font().color(&BLACK);
         for (i, run) in runs.iter().enumerate() {
             let colour = palette[i % palette.len()];
             loss.draw_series(LineSeries::new(smoothed[i].clone(), colour.stroke_width(2)))
-                .map_err(text)?
-                .label(run.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
+                .map_err(text)?;
             acc.draw_series(LineSeries::new(accuracy[i].clone(), colour.stroke_width(2)))
-                .map_err(text)?
-                .label(run.label.clone())
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
+                .map_err(text)?;
             acc.draw_series(
                 accuracy[i]
                     .iter()
                     .map(|&p| Circle::new(p, 4, colour.filled())),
             )
             .map_err(text)?;
+            let y = (LEGEND_PADDING + LEGEND_LINE * i as u32 + LEGEND_LINE / 2) as i32;
+            legend
+                .draw(&PathElement::new(
+                    [(76, y), (106, y)],
+                    colour.stroke_width(3),
+                ))
+                .map_err(text)?;
+            legend
+                .draw(&Circle::new((91, y), 4, colour.filled()))
+                .map_err(text)?;
+            legend
+                .draw(&Text::new(
+                    run.label.clone(),
+                    (118, y),
+                    label_style.clone().pos(Pos::new(HPos::Left, VPos::Center)),
+                ))
+                .map_err(text)?;
         }
-        loss.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT_FAMILY, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(text)?;
-        acc.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT_FAMILY, 15))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(text)
+        Ok(())
     })
 }
 
@@ -417,5 +452,15 @@ mod tests {
         assert_eq!(smooth(&[2.0, 4.0, 6.0, 8.0], 2), [2.0, 3.0, 5.0, 7.0]);
         assert_eq!(smooth(&[1.0, 3.0], 1), [1.0, 3.0]);
         assert!(smooth(&[], 5).is_empty());
+    }
+
+    #[test]
+    fn epoch_axes_are_labelled_with_whole_epochs() {
+        assert_eq!(epoch_label(&3.0), "3");
+        assert_eq!(epoch_label(&0.0), "0");
+        assert_eq!(epoch_label(&2.5), "");
+        assert_eq!(epoch_labels(0.0, 1.0), 2);
+        assert_eq!(epoch_labels(0.5, 10.5), 11);
+        assert_eq!(epoch_labels(0.0, 50.0), 12);
     }
 }

@@ -47,23 +47,40 @@ pub(super) fn page(inputs: &ReportInputs, pngs: &Pngs) -> String {
          <style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
         t = escape(&title)
     );
+    let _ = write!(
+        html,
+        "<table><tr><th>model</th><td>{model} ({params} parameters)</td></tr>",
+        model = escape(&config.model.describe()),
+        params = config.model.parameter_count(),
+    );
+    if let Some(source) = &config.imported {
+        let _ = write!(
+            html,
+            "<tr><th>imported from</th><td>{file} (SHA-256 {sha256}, {date})</td></tr>",
+            file = escape(&source.file),
+            sha256 = escape(&source.sha256),
+            date = escape(&source.date),
+        );
+    }
+    if let Some(train) = &config.train {
+        let _ = write!(
+            html,
+            "<tr><th>training</th><td>{optimizer:?}, lr {lr}, batch {batch}, {epochs} epochs, \
+             shuffle {shuffle}, seed {seed}</td></tr>",
+            optimizer = train.optimizer,
+            lr = train.lr,
+            batch = train.batch_size,
+            epochs = config.epochs_done,
+            shuffle = train.shuffle,
+            seed = train.seed,
+        );
+    }
     let _ = writeln!(
         html,
-        "<table><tr><th>model</th><td>{model} ({params} parameters)</td></tr>\
-         <tr><th>training</th><td>{optimizer:?}, lr {lr}, batch {batch}, {epochs} epochs, \
-         shuffle {shuffle}, seed {seed}</td></tr>\
-         <tr><th>trained on</th><td>{dataset}</td></tr>\
+        "<tr><th>trained on</th><td>{dataset}</td></tr>\
          <tr><th>test set</th><td>{test} ({count} images)</td></tr>\
          <tr><th>test accuracy</th><td>{acc:.2}%</td></tr>\
          <tr><th>average test loss</th><td>{loss:.6}</td></tr></table>",
-        model = escape(&config.model.describe()),
-        params = config.model.parameter_count(),
-        optimizer = config.train.optimizer,
-        lr = config.train.lr,
-        batch = config.train.batch_size,
-        epochs = config.epochs_done,
-        shuffle = config.train.shuffle,
-        seed = config.train.seed,
         dataset = config.dataset,
         test = inputs.test.name,
         count = evaluation.count,
@@ -100,11 +117,11 @@ pub(super) fn page(inputs: &ReportInputs, pngs: &Pngs) -> String {
         "</table>\n<h2>Per class</h2>\n<table><tr><th>class</th><th>images</th>\
                    <th>precision</th><th>recall</th><th>F1</th></tr>\n",
     );
-    for (class, m) in evaluation.per_class().iter().enumerate() {
+    for (name, m) in names.iter().zip(evaluation.per_class().iter()) {
         let _ = writeln!(
             html,
-            "<tr><td>{class}: {}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.4}</td></tr>",
-            escape(names[class]),
+            "<tr><td>{}</td><td>{}</td><td>{:.2}%</td><td>{:.2}%</td><td>{:.4}</td></tr>",
+            escape(name),
             m.support,
             100.0 * m.precision,
             100.0 * m.recall,

@@ -115,8 +115,9 @@ pub fn mistakes_grid(evaluation: &Evaluation, test: &Dataset) -> GrayImage {
 }
 
 /// Names each run by what sets its config apart from the others' (`activation=sigmoid`), or
-/// by `fallback` (its folder name) when the configs do not differ.
-pub fn difference_labels(configs: &[RunConfig], fallback: &[String]) -> Vec<String> {
+/// by its name in `names` (its folder's) when the configs do not differ; runs whose configs
+/// differ from the others' in the same way get their names added, so no two share a label.
+pub fn difference_labels(configs: &[RunConfig], names: &[String]) -> Vec<String> {
     let flat: Vec<BTreeMap<String, String>> = configs.iter().map(flatten_config).collect();
     let keys: Vec<&String> = flat
         .first()
@@ -127,16 +128,28 @@ pub fn difference_labels(configs: &[RunConfig], fallback: &[String]) -> Vec<Stri
                 .collect()
         })
         .unwrap_or_default();
-    flat.iter()
-        .zip(fallback)
-        .map(|(f, fallback)| {
+    let labels: Vec<String> = flat
+        .iter()
+        .zip(names)
+        .map(|(f, name)| {
             if keys.is_empty() {
-                return fallback.clone();
+                return name.clone();
             }
             keys.iter()
                 .map(|k| format!("{k}={}", f.get(*k).map_or("-", String::as_str)))
                 .collect::<Vec<_>>()
                 .join(", ")
+        })
+        .collect();
+    labels
+        .iter()
+        .zip(names)
+        .map(|(label, name)| {
+            if label != name && labels.iter().filter(|l| *l == label).count() > 1 {
+                format!("{label} ({name})")
+            } else {
+                label.clone()
+            }
         })
         .collect()
 }
@@ -165,9 +178,11 @@ fn flatten_config(config: &RunConfig) -> BTreeMap<String, String> {
         &serde_json::to_value(config).expect("configs serialise"),
         &mut out,
     );
-    out.remove("digits_version");
-    out.remove("epochs_done");
-    out.remove("epochs");
+    // Progress and the version are not choices; an import's digest and date say no more
+    // than its file does.
+    for key in ["digits_version", "epochs_done", "epochs", "sha256", "date"] {
+        out.remove(key);
+    }
     out
 }
 
@@ -186,10 +201,11 @@ mod tests {
                 activation,
                 ..MlpConfig::default()
             }),
-            train: TrainConfig {
+            train: Some(TrainConfig {
                 optimizer,
                 ..TrainConfig::default()
-            },
+            }),
+            imported: None,
             dataset: DatasetName::MnistLite,
             epochs_done,
             batches_done: 0,
@@ -209,6 +225,16 @@ mod tests {
         );
         let same = [configs[0].clone(), configs[0].clone()];
         assert_eq!(difference_labels(&same, &names), names);
+        let twins = [configs[0].clone(), configs[0].clone(), configs[1].clone()];
+        let three = ["a".to_string(), "b".to_string(), "c".to_string()];
+        assert_eq!(
+            difference_labels(&twins, &three),
+            [
+                "activation=relu (a)",
+                "activation=relu (b)",
+                "activation=sigmoid"
+            ]
+        );
         let both = [
             config(Activation::Relu, OptimizerKind::Adam, 1),
             config(Activation::Sigmoid, OptimizerKind::Sgd, 1),

@@ -304,7 +304,7 @@ impl Preset {
 pub enum TrainError {
     #[error(
         "the loss became {loss} at epoch {epoch}, batch {batch}: training diverged; lower the \
-         learning rate (--lr); the last good checkpoint is kept"
+         learning rate (--lr)"
     )]
     Diverged {
         epoch: usize,

@@ -102,6 +102,7 @@ pub fn train_saved_run(
     let mut checkpoint = RunCheckpoint {
         dir: RunDir::create(dir).unwrap(),
         dataset: train_set.name,
+        imported: None,
         history: Vec::new(),
     };
     let history = fit(
