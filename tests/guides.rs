@@ -1,15 +1,20 @@
 //! The guides show real commands with their real output, and real code from
 //! `examples/tutorial.rs`: this test runs every `$ digits ...` line of the English guide's
-//! `console` blocks (in order, in one scratch folder) and compares what it prints with what the
-//! guide shows, where a line `...` stands for any number of lines; it checks that every `rust`
-//! block is a verbatim excerpt of the example; and that the Chinese guide's blocks are the
-//! English guide's.
+//! `console` blocks (in order, in one scratch folder) and compares what it prints, standard
+//! output and standard error interleaved as on a terminal, with what the guide shows, where a
+//! line `...` stands for any number of lines; a command shown with an `error:` line must fail,
+//! every other one succeed. It checks that every `rust` block is a verbatim excerpt of the
+//! example; that the Chinese guide's blocks are the English guide's; and that the download
+//! warnings the guides and the README quote are the ones digits prints.
 //!
 //! After changing what a command prints, regenerate the outputs with
 //! `DIGITS_BLESS=1 cargo test --test guides` and read the diff; abridged outputs (with `...`) that still match are kept.
 
+use std::io::Read;
 use std::path::Path;
 use std::process::Command;
+
+use digits::data::DatasetName;
 
 const GUIDES: [&str; 2] = ["docs/tutorial.md", "docs/tutorial.zh-CN.md"];
 
@@ -40,28 +45,51 @@ fn blocks(lines: &[&str]) -> Vec<Block> {
     found
 }
 
-/// Runs one guide command (`digits ...`) in `dir`; its standard output, trailing spaces removed.
-fn run(command: &str, dir: &Path) -> String {
+/// What a command printed, and whether it succeeded.
+struct Outcome {
+    success: bool,
+    /// Standard output and standard error in the order they were written, trailing spaces
+    /// removed.
+    printed: String,
+}
+
+/// Runs `digits` with `args` in `dir`, its standard output and standard error going into one
+/// pipe, as both go to one terminal.
+fn run_digits(args: &[&str], dir: &Path) -> Outcome {
+    let (mut reader, writer) = std::io::pipe().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_digits"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    // The command, dropped with the statement above, held the pipe's last writers: reading
+    // ends when digits exits.
+    let mut printed = String::new();
+    reader.read_to_string(&mut printed).unwrap();
+    let success = child.wait().unwrap().success();
+    let printed = printed
+        .lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n");
+    Outcome { success, printed }
+}
+
+/// Runs one guide command (`digits ...`) in `dir`.
+fn run(command: &str, dir: &Path) -> Outcome {
     let words: Vec<&str> = command.split_whitespace().collect();
     assert_eq!(
         words[0], "digits",
         "guides show digits commands only: {command}"
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_digits"))
-        .args(&words[1..])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "`{command}` failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::trim_end)
-        .collect::<Vec<_>>()
-        .join("\n")
+    run_digits(&words[1..], dir)
+}
+
+/// Whether an output reports a failure: the guides show refusals with their `error:` line.
+fn shows_error(lines: &[&str]) -> bool {
+    lines.iter().any(|line| line.starts_with("error:"))
 }
 
 /// Whether `actual` matches `expected`, where an expected line `...` matches any run of lines.
@@ -131,11 +159,20 @@ fn check_guide(guide: &str, bless: bool) {
                 for (n, &start) in starts.iter().enumerate() {
                     let end = starts.get(n + 1).copied().unwrap_or(body.len());
                     let command = &body[start][2..];
-                    let actual = run(command, scratch.path());
+                    let outcome = run(command, scratch.path());
                     commands += 1;
                     blessed.push(body[start].to_string());
-                    let actual_lines: Vec<&str> = actual.lines().collect();
+                    let actual_lines: Vec<&str> = outcome.printed.lines().collect();
                     let shown = &body[start + 1..end];
+                    let should_fail = shows_error(if bless { &actual_lines } else { shown });
+                    assert_eq!(
+                        outcome.success,
+                        !should_fail,
+                        "{guide}: `{command}` should {} (the guides show a refusal by its \
+                         `error:` line), but printed\n{}",
+                        if should_fail { "fail" } else { "succeed" },
+                        outcome.printed
+                    );
                     if bless && !matches(shown, &actual_lines) {
                         blessed.extend(actual_lines.iter().map(|l| l.to_string()));
                     } else if bless {
@@ -200,4 +237,59 @@ fn ellipses_match_any_run_of_lines() {
         &["Using cpu device (x)"],
         &["Using wgpu device (x)"]
     ));
+}
+
+/// The four warnings every offline user meets first, as the README and the guides quote them
+/// (the first four consecutive lines from `warning: https://`), are the ones digits prints
+/// when no mirror answers. The first two name the published mirrors and end with the reason
+/// the system gave, which differs between machines (here the connection is refused by a port
+/// on 127.0.0.1 rather than a name left unresolved); the last two are compared word for word.
+#[test]
+fn the_offline_warnings_quoted_are_the_ones_digits_prints() {
+    let file = "train-images-idx3-ubyte.gz";
+    let published = DatasetName::Mnist.mirrors();
+    // A port that was just free: connections to it are refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let local = [format!("http://{closed}/a"), format!("http://{closed}/b")];
+    let scratch = tempfile::tempdir().unwrap();
+    let outcome = run_digits(
+        &[
+            "train", "--epochs", "1", "--limit", "32", "--mirror", &local[0], "--mirror", &local[1],
+        ],
+        scratch.path(),
+    );
+    assert!(outcome.success, "{}", outcome.printed);
+    let printed: Vec<&str> = outcome
+        .printed
+        .lines()
+        .filter(|line| line.starts_with("warning: "))
+        .collect();
+    assert_eq!(printed.len(), 4, "{}", outcome.printed);
+    for (mirror, line) in local.iter().zip(&printed) {
+        assert!(
+            line.starts_with(&format!("warning: {mirror}/{file}: ")),
+            "{line}"
+        );
+    }
+    for document in ["README.md", GUIDES[0], GUIDES[1]] {
+        let text = std::fs::read_to_string(root().join(document)).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let first = lines
+            .iter()
+            .position(|line| line.starts_with("warning: https://"))
+            .unwrap_or_else(|| panic!("{document} quotes no download warning"));
+        let quoted = lines
+            .get(first..first + 4)
+            .unwrap_or_else(|| panic!("{document} ends within its download warnings"));
+        for (mirror, line) in published.iter().zip(quoted) {
+            assert!(
+                line.starts_with(&format!("warning: {mirror}{file}: ")),
+                "{document}: {line}"
+            );
+        }
+        assert_eq!(quoted[2..], printed[2..], "{document}");
+    }
 }
