@@ -31,6 +31,7 @@ pub mod device;
 pub mod eval;
 pub mod files;
 pub mod interop;
+pub mod labelled;
 pub mod model;
 pub mod predict;
 pub mod prepare;

@@ -7,14 +7,67 @@ use burn::prelude::*;
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 use crate::eval;
 use crate::model::{Ensemble, Model, weights};
-use crate::prepare::Prepared;
+use crate::prepare::{NotOneDigit, Prepared};
 use crate::run::{RunConfig, RunDir, RunError};
 
-/// The model `digits predict` uses without `--model`: the tutorial's MLP trained by digits on
-/// the built-in digits (96.4% on the MNIST test set). `models/default/README.md` has the
-/// command that reproduces it.
+/// The model `digits predict` uses without `--model`: the `cnn` trained by digits on the
+/// built-in digits for people's handwriting. `models/default/README.md` has the command that
+/// reproduces it, weight for weight.
 const DEFAULT_CONFIG: &str = include_str!("../models/default/config.json");
 const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../models/default/model.safetensors");
+
+/// Below this probability for its best digit, an answer is [`Verdict::Unsure`]. Calibrated
+/// on people's digits with the built-in model (README, "Honest answers"): at this level a
+/// few right answers are withheld for every confident wrong one that is caught.
+pub const UNSURE_BELOW: f32 = 0.7;
+
+/// Below this probability for its best digit, no digit is even likely: an answer is
+/// [`Verdict::NotADigit`]. A model trained with marks that are no digit (`--not-digits`, as
+/// the built-in model is) spreads its probabilities evenly over the ten digits for a cross, a
+/// star or a scribble, where a digit it hesitates over splits between two or three.
+pub const NOT_A_DIGIT_BELOW: f32 = 0.3;
+
+/// What an answer is worth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// One digit, said with confidence.
+    Digit,
+    /// Digit-like marks, but the model is not sure which digit: the probabilities say which
+    /// ones it hesitates between.
+    Unsure,
+    /// Marks no digit is shaped like (a dot, a dash): the probabilities are meaningless.
+    NotADigit,
+    /// Several digits side by side: a number, to be read digit by digit.
+    SeveralDigits,
+}
+
+impl Verdict {
+    /// The words `predict` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Digit => "digit",
+            Verdict::Unsure => "unsure",
+            Verdict::NotADigit => "not a digit",
+            Verdict::SeveralDigits => "several digits",
+        }
+    }
+
+    /// The name in JSON and CSV: `digit`, `unsure`, `not_a_digit` or `several_digits`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Verdict::Digit => "digit",
+            Verdict::Unsure => "unsure",
+            Verdict::NotADigit => "not_a_digit",
+            Verdict::SeveralDigits => "several_digits",
+        }
+    }
+}
+
+impl serde::Serialize for Verdict {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.code())
+    }
+}
 
 /// What a model says about one digit.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +75,7 @@ pub struct DigitPrediction {
     pub digit: u8,
     pub confidence: f32,
     pub probabilities: [f32; NUM_CLASSES],
+    pub verdict: Verdict,
 }
 
 impl DigitPrediction {
@@ -77,7 +131,7 @@ impl Predictor {
         }
     }
 
-    /// Reads each prepared digit, in one batch.
+    /// Reads each prepared digit, in one batch, and judges each answer (see [`Verdict`]).
     pub fn predict(&self, digits: &[Prepared]) -> Vec<DigitPrediction> {
         if digits.is_empty() {
             return Vec::new();
@@ -99,14 +153,23 @@ impl Predictor {
             .expect("probabilities are float32");
         probabilities
             .chunks_exact(NUM_CLASSES)
-            .map(|row| {
+            .zip(digits)
+            .map(|(row, prepared)| {
                 let probabilities: [f32; NUM_CLASSES] =
                     row.try_into().expect("ten probabilities per digit");
                 let best = eval::most_probable(&probabilities);
+                let verdict = match prepared.not_one_digit {
+                    Some(NotOneDigit::Several(_)) => Verdict::SeveralDigits,
+                    Some(NotOneDigit::Dot | NotOneDigit::Dash) => Verdict::NotADigit,
+                    None if best.confidence < NOT_A_DIGIT_BELOW => Verdict::NotADigit,
+                    None if best.confidence < UNSURE_BELOW => Verdict::Unsure,
+                    None => Verdict::Digit,
+                };
                 DigitPrediction {
                     digit: best.predicted,
                     confidence: best.confidence,
                     probabilities,
+                    verdict,
                 }
             })
             .collect()

@@ -27,10 +27,18 @@ use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 pub const MAX_PIXELS: u64 = 50_000_000;
 /// The longer side of the working copy.
 const WORK_SIDE: usize = 400;
+/// Smaller images are enlarged to at least this longer side before they are read.
+const MIN_WORK_SIDE: usize = 112;
 /// MNIST's digits fit a 20x20 box inside the 28x28 image.
 const BOX_SIDE: usize = 20;
 /// MNIST's strokes are about this wide, in pixels of the 20-px box.
 const STROKE_IN_BOX: f32 = 2.2;
+/// Ink that is not this many stroke widths long is a dot: the shortest digit, a 1, is several
+/// widths tall even in a thick marker (MNIST's 1s: 20 px tall, 2-3 px wide).
+const DOT_LENGTH_IN_STROKES: f32 = 2.5;
+/// Ink this many times wider than tall is a dash: the widest digits (a flat 2, a 7 with a long
+/// bar) stay under 2:1.
+const DASH_ASPECT: usize = 4;
 
 /// Every way preparing an image can fail.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +57,33 @@ pub enum PrepareError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared {
     pub pixels: Vec<u8>,
+    /// Set when the marks are not one digit, whatever a model would make of them: scaled
+    /// into the 20-px box, a dot becomes a fat ring, a dash a bar and "305" a squashed
+    /// scribble, and a model trained only on single digits reads them as 0, 4 or 7 with full
+    /// confidence.
+    pub not_one_digit: Option<NotOneDigit>,
+}
+
+/// Marks that are not one digit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotOneDigit {
+    /// Ink hardly longer than it is thick: a dot, a blot.
+    Dot,
+    /// A lone horizontal stroke: a dash, an underline.
+    Dash,
+    /// This many digit-sized marks side by side: a number.
+    Several(usize),
 }
 
 impl Prepared {
+    /// A 28x28 digit (784 bytes, white on black) prepared elsewhere.
+    pub fn from_pixels(pixels: Vec<u8>) -> Self {
+        Self {
+            pixels,
+            not_one_digit: None,
+        }
+    }
+
     /// The image as a 28x28 greyscale picture, e.g. to save what the model saw.
     pub fn to_image(&self) -> image::GrayImage {
         image::GrayImage::from_raw(IMAGE_SIDE as u32, IMAGE_SIDE as u32, self.pixels.clone())
@@ -98,7 +130,32 @@ pub fn prepare(image: &DynamicImage) -> Result<Prepared, PrepareError> {
         .iter()
         .filter(|m| m.area * 100 >= main.area && m.near(main, reach))
         .collect();
-    Ok(page.render(&kept))
+    let mut prepared = page.render(&kept);
+    // Other marks as tall as this one, on the same line: the digits of a number.
+    let line_mates: Vec<&Mark> = marks
+        .iter()
+        .filter(|m| m.area * 10 >= main.area && m.height() * 2 >= main.height())
+        .filter(|m| m.overlaps_vertically(main))
+        .collect();
+    let columns = side_by_side(line_mates).len();
+    if columns > 1 && prepared.not_one_digit.is_none() {
+        prepared.not_one_digit = Some(NotOneDigit::Several(columns));
+    }
+    Ok(prepared)
+}
+
+/// Groups marks into the digits of a line, left to right: marks that overlap horizontally
+/// belong to one digit (the two strokes of a 4 or a 5).
+fn side_by_side(mut marks: Vec<&Mark>) -> Vec<Vec<&Mark>> {
+    marks.sort_by_key(|m| m.left);
+    let mut digits: Vec<Vec<&Mark>> = Vec::new();
+    for mark in marks {
+        match digits.last_mut() {
+            Some(group) if group.iter().any(|g| mark.overlaps_horizontally(g)) => group.push(mark),
+            _ => digits.push(vec![mark]),
+        }
+    }
+    digits
 }
 
 /// Prepares each digit of a number written left to right, in that order.
@@ -111,15 +168,7 @@ pub fn prepare_number(image: &DynamicImage) -> Result<Vec<Prepared>, PrepareErro
         .max()
         .ok_or(PrepareError::NoInk)?;
     marks.retain(|m| m.area * 10 >= largest);
-    marks.sort_by_key(|m| m.left);
-    // Marks that overlap horizontally belong to one digit (the two strokes of a 4 or a 5).
-    let mut digits: Vec<Vec<&Mark>> = Vec::new();
-    for mark in &marks {
-        match digits.last_mut() {
-            Some(group) if group.iter().any(|g| mark.overlaps_horizontally(g)) => group.push(mark),
-            _ => digits.push(vec![mark]),
-        }
-    }
+    let digits = side_by_side(marks.iter().collect());
     Ok(digits.iter().map(|group| page.render(group)).collect())
 }
 
@@ -163,6 +212,11 @@ impl Mark {
         let overlap = self.right.min(other.right) as isize - self.left.max(other.left) as isize;
         overlap * 2 >= self.width().min(other.width()) as isize
     }
+
+    fn overlaps_vertically(&self, other: &Mark) -> bool {
+        let overlap = self.bottom.min(other.bottom) as isize - self.top.max(other.top) as isize;
+        overlap * 2 >= self.height().min(other.height()) as isize
+    }
 }
 
 impl Page {
@@ -170,7 +224,7 @@ impl Page {
         if image.width() == 0 || image.height() == 0 {
             return Err(PrepareError::Empty);
         }
-        let (luminance, width, height) = working_luminance(image);
+        let (luminance, width, height) = enlarge_small(working_luminance(image));
         let mut page = Page {
             width,
             height,
@@ -248,22 +302,60 @@ impl Page {
         self.mask = self.ink.iter().map(|&v| v > t).collect();
     }
 
-    /// Clears rows and columns inked across nearly the whole page: ruled or grid lines, and
-    /// the edges of a sheet photographed on a darker table. A digit never spans 90% of a page
-    /// edge to edge in a single row.
+    /// Clears ruled and grid lines, and the edges of a sheet photographed on a darker table:
+    /// bands of rows (or columns) inked across nearly the whole page that are thin and run
+    /// past the other ink on both sides. A digit's own strokes never do all of that: a tall 1
+    /// spans the page but is the only ink, the bar of a 7 drawn edge to edge ends where its
+    /// stem begins.
     fn remove_lines(&mut self) {
         let (w, h) = (self.width, self.height);
-        let full_rows: Vec<usize> = (0..h)
-            .filter(|&y| (0..w).filter(|&x| self.mask[y * w + x]).count() * 10 >= w * 9)
-            .collect();
-        let full_columns: Vec<usize> = (0..w)
-            .filter(|&x| (0..h).filter(|&y| self.mask[y * w + x]).count() * 10 >= h * 9)
-            .collect();
-        for y in full_rows {
-            (0..w).for_each(|x| self.mask[y * w + x] = false);
+        let index = move |along: usize, across: usize, rows: bool| {
+            if rows {
+                across * w + along
+            } else {
+                along * w + across
+            }
+        };
+        let mut lines = Vec::new();
+        for rows in [true, false] {
+            let mask = &self.mask;
+            let (length, count) = if rows { (w, h) } else { (h, w) };
+            let inked = move |i: usize| (0..length).filter(move |&j| mask[index(j, i, rows)]);
+            let full: Vec<bool> = (0..count)
+                .map(|i| inked(i).count() * 10 >= length * 9)
+                .collect();
+            let thin = (count / 25).max(3);
+            let mut start = 0;
+            while start < count {
+                let end = (start..count).find(|&i| !full[i]).unwrap_or(count);
+                let band = start..end;
+                start = end + 1;
+                if band.is_empty() || band.len() > thin {
+                    continue;
+                }
+                // How far the band reaches, and how far the ink of the rows that are not
+                // lines does, along the line.
+                let extent = |ink: &mut dyn Iterator<Item = usize>| {
+                    ink.fold(None, |e: Option<(usize, usize)>, j| {
+                        Some(e.map_or((j, j), |(lo, hi)| (lo.min(j), hi.max(j))))
+                    })
+                };
+                let line = extent(&mut band.clone().flat_map(inked));
+                let other = extent(&mut (0..count).filter(|&i| !full[i]).flat_map(inked));
+                let margin = length / 20;
+                if let (Some(line), Some(other)) = (line, other)
+                    && other.0 >= line.0 + margin
+                    && other.1 + margin <= line.1
+                {
+                    lines.push((rows, band));
+                }
+            }
         }
-        for x in full_columns {
-            (0..h).for_each(|y| self.mask[y * w + x] = false);
+        for (rows, band) in lines {
+            let length = if rows { w } else { h };
+            for i in band {
+                (0..length).for_each(|j| self.mask[index(j, i, rows)] = false);
+            }
         }
     }
 
@@ -282,13 +374,7 @@ impl Page {
             let mut pixels = Vec::new();
             while let Some(p) = stack.pop() {
                 pixels.push(p);
-                let (x, y) = ((p % w) as isize, (p / w) as isize);
-                for (dx, dy) in NEIGHBOURS {
-                    let (nx, ny) = (x + dx, y + dy);
-                    if nx < 0 || ny < 0 || nx >= w as isize || ny >= h as isize {
-                        continue;
-                    }
-                    let q = ny as usize * w + nx as usize;
+                for q in touching(p, w, h) {
                     if self.mask[q] && !seen[q] {
                         seen[q] = true;
                         stack.push(q);
@@ -305,12 +391,31 @@ impl Page {
             });
         }
         let speck = (w * h / 20_000).max(2);
+        // A frame edge runs along the border it touches; a digit cropped tightly only ends
+        // there (the foot of a 1 on the bottom edge).
         marks.retain(|m| {
-            let on_border = m.left == 0 || m.top == 0 || m.right + 1 == w || m.bottom + 1 == h;
             let thin = m.width().min(m.height()) * 20 < w.max(h);
-            let long = m.width().max(m.height()) * 2 > w.max(h);
-            m.area > speck && !(on_border && thin && long)
+            let along_side =
+                (m.left == 0 || m.right + 1 == w) && m.height() * 2 > h && m.width() * 4 < w;
+            let along_top_or_bottom =
+                (m.top == 0 || m.bottom + 1 == h) && m.width() * 2 > w && m.height() * 4 < h;
+            let frame_edge = thin && (along_side || along_top_or_bottom);
+            m.area > speck && !frame_edge
         });
+        // A ruled line photographed at a slant misses the row test in `remove_lines`, but
+        // still runs from edge to edge, apart from a digit as large as it (a tall 1 alone on
+        // the page runs from edge to edge too, and is the digit).
+        let ruled = |m: &Mark| {
+            (m.left == 0 && m.right + 1 == w && m.height() * 8 < h)
+                || (m.top == 0 && m.bottom + 1 == h && m.width() * 8 < w)
+        };
+        let largest_unruled = marks
+            .iter()
+            .filter(|m| !ruled(m))
+            .map(|m| m.area)
+            .max()
+            .unwrap_or(0);
+        marks.retain(|m| !ruled(m) || largest_unruled * 2 < m.area);
         marks
     }
 
@@ -320,31 +425,56 @@ impl Page {
         let right = marks.iter().map(|m| m.right).max().unwrap_or(0);
         let top = marks.iter().map(|m| m.top).min().unwrap_or(0);
         let bottom = marks.iter().map(|m| m.bottom).max().unwrap_or(0);
-        let (cw, ch) = (right - left + 1, bottom - top + 1);
+        let (ink_w, ink_h) = (right - left + 1, bottom - top + 1);
+        let longer = ink_w.max(ink_h) as f32;
+        let target = STROKE_IN_BOX * longer / BOX_SIDE as f32;
+        // Room around the ink for thickened strokes to grow outwards: a thin 1 cropped to
+        // its ink has none, and would stay a hairline.
+        let pad = (target / 2.0).ceil() as usize;
+        let (cw, ch) = (ink_w + 2 * pad, ink_h + 2 * pad);
         let mut keep = vec![false; cw * ch];
         for p in marks.iter().flat_map(|m| &m.pixels) {
-            let (x, y) = (p % self.width - left, p / self.width - top);
+            let (x, y) = (p % self.width - left + pad, p / self.width - top + pad);
             keep[y * cw + x] = true;
         }
         let keep = dilate_mask(&keep, cw, ch);
-        let mut crop: Vec<f32> = (0..ch)
-            .flat_map(|y| (0..cw).map(move |x| (x, y)))
-            .map(|(x, y)| {
-                if keep[y * cw + x] {
-                    self.ink[(y + top) * self.width + x + left]
+        let mut crop: Vec<f32> = (0..cw * ch)
+            .map(|p| {
+                let (x, y) = (p % cw, p / cw);
+                let inside = (pad..pad + ink_w).contains(&x) && (pad..pad + ink_h).contains(&y);
+                if keep[p] && inside {
+                    self.ink[(y + top - pad) * self.width + x + left - pad]
                 } else {
                     0.0
                 }
             })
             .collect();
-        let longer = cw.max(ch) as f32;
-        let target = STROKE_IN_BOX * longer / BOX_SIDE as f32;
-        let stroke = stroke_width(&keep_core(&crop), cw, ch);
+        let core_level = otsu(&crop).max(0.15);
+        let core = |values: &[f32]| values.iter().map(|&v| v > core_level).collect::<Vec<_>>();
+        let stroke = stroke_width(&core(&crop), cw, ch);
+        let not_one_digit = if longer < DOT_LENGTH_IN_STROKES * stroke {
+            Some(NotOneDigit::Dot)
+        } else if ink_w >= DASH_ASPECT * ink_h {
+            Some(NotOneDigit::Dash)
+        } else {
+            None
+        };
         if stroke < target * 0.8 {
-            let radius = ((target - stroke) / 2.0).round().max(1.0) as usize;
-            crop = max_filter(&crop, cw, ch, radius);
+            // Thicken as far as MNIST's stroke width, but never so far that a loop closes (a
+            // thin triangle 4 becoming a 9) or strokes merge into a new one (a 3's hook
+            // joining its middle into a 5's bar).
+            let loops = holes(&core(&crop), cw, ch);
+            let wanted = ((target - stroke) / 2.0).round().max(1.0) as usize;
+            if let Some(thick) = (1..=wanted)
+                .rev()
+                .map(|radius| max_filter(&crop, cw, ch, radius))
+                .find(|thick| holes(&core(thick), cw, ch) == loops)
+            {
+                crop = thick;
+            }
         }
-        let scale = BOX_SIDE as f32 / longer;
+        let (crop, cw, ch) = trim(crop, cw, ch);
+        let scale = BOX_SIDE as f32 / cw.max(ch) as f32;
         let (bw, bh) = (
             ((cw as f32 * scale).round() as usize).clamp(1, BOX_SIDE),
             ((ch as f32 * scale).round() as usize).clamp(1, BOX_SIDE),
@@ -354,6 +484,7 @@ impl Page {
         let small: Vec<f32> = small.iter().map(|v| (v / peak).min(1.0)).collect();
         Prepared {
             pixels: centre_by_mass(&small, bw),
+            not_one_digit,
         }
     }
 }
@@ -368,6 +499,16 @@ const NEIGHBOURS: [(isize, isize); 8] = [
     (0, 1),
     (1, 1),
 ];
+
+/// The pixels that touch pixel `p` (8-connectivity) inside a `w x h` image.
+fn touching(p: usize, w: usize, h: usize) -> impl Iterator<Item = usize> {
+    let (x, y) = ((p % w) as isize, (p / w) as isize);
+    NEIGHBOURS.iter().filter_map(move |(dx, dy)| {
+        let (nx, ny) = (x + dx, y + dy);
+        let inside = nx >= 0 && ny >= 0 && nx < w as isize && ny < h as isize;
+        inside.then(|| ny as usize * w + nx as usize)
+    })
+}
 
 /// Luminance in [0, 1], averaged over `factor x factor` blocks so the longer side is at most
 /// `WORK_SIDE`, in one pass over the pixels (a 2000x2000 photo is never copied at full size).
@@ -431,6 +572,32 @@ fn working_luminance(image: &DynamicImage) -> (Vec<f32>, usize, usize) {
             shrink(4, &flattened, rgba.as_raw())
         }
     }
+}
+
+/// A small image (a 28x28 drawing, a 32x32 scan crop) enlarged by an integer factor with
+/// bilinear interpolation until its longer side is at least `MIN_WORK_SIDE`: at 28 px a 1-px
+/// stroke has no room to be measured, thickened or cleaned of its background without
+/// breaking into dots.
+fn enlarge_small((values, w, h): (Vec<f32>, usize, usize)) -> (Vec<f32>, usize, usize) {
+    let factor = MIN_WORK_SIDE.div_ceil(w.max(h));
+    if factor <= 1 {
+        return (values, w, h);
+    }
+    let (bw, bh) = (w * factor, h * factor);
+    let sample = |x: f32, y: f32| {
+        let (x, y) = (x.clamp(0.0, (w - 1) as f32), y.clamp(0.0, (h - 1) as f32));
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let top = values[y0 * w + x0] * (1.0 - fx) + values[y0 * w + x1] * fx;
+        let bottom = values[y1 * w + x0] * (1.0 - fx) + values[y1 * w + x1] * fx;
+        top * (1.0 - fy) + bottom * fy
+    };
+    let source = |i: usize| (i as f32 + 0.5) / factor as f32 - 0.5;
+    let big = (0..bw * bh)
+        .map(|p| sample(source(p % bw), source(p / bw)))
+        .collect();
+    (big, bw, bh)
 }
 
 /// The value below which a fraction `q` of `values` (all in [0, 1]) lies, to within 1/256:
@@ -502,24 +669,60 @@ fn otsu(values: &[f32]) -> f32 {
 /// The mask grown by one pixel, so anti-aliased stroke edges survive the crop.
 fn dilate_mask(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
     (0..w * h)
-        .map(|p| {
-            let (x, y) = ((p % w) as isize, (p / w) as isize);
-            mask[p]
-                || NEIGHBOURS.iter().any(|(dx, dy)| {
-                    let (nx, ny) = (x + dx, y + dy);
-                    nx >= 0
-                        && ny >= 0
-                        && nx < w as isize
-                        && ny < h as isize
-                        && mask[ny as usize * w + nx as usize]
-                })
-        })
+        .map(|p| mask[p] || touching(p, w, h).any(|q| mask[q]))
         .collect()
 }
 
-fn keep_core(crop: &[f32]) -> Vec<bool> {
-    let t = otsu(crop).max(0.15);
-    crop.iter().map(|&v| v > t).collect()
+/// `values` cut down to the box around its ink (its non-zero pixels).
+fn trim(values: Vec<f32>, w: usize, h: usize) -> (Vec<f32>, usize, usize) {
+    let inked = |p: &usize| values[*p] > 0.0;
+    let xs = (0..w * h).filter(inked).map(|p| p % w);
+    let (left, right) = xs.fold((w, 0), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let ys = (0..w * h).filter(inked).map(|p| p / w);
+    let (top, bottom) = ys.fold((h, 0), |(lo, hi), y| (lo.min(y), hi.max(y)));
+    if left > right {
+        return (values, w, h);
+    }
+    let (tw, th) = (right - left + 1, bottom - top + 1);
+    let trimmed = (0..tw * th)
+        .map(|p| values[(p / tw + top) * w + p % tw + left])
+        .collect();
+    (trimmed, tw, th)
+}
+
+/// How many holes `mask` has: regions of background (4-connected) that do not reach its
+/// border, each larger than a speck of paper texture.
+fn holes(mask: &[bool], w: usize, h: usize) -> usize {
+    let speck = (w * h / 500).max(4);
+    let mut seen = vec![false; w * h];
+    let mut count = 0;
+    for start in 0..w * h {
+        if mask[start] || seen[start] {
+            continue;
+        }
+        seen[start] = true;
+        let mut stack = vec![start];
+        let (mut area, mut reaches_border) = (0, false);
+        while let Some(p) = stack.pop() {
+            area += 1;
+            let (x, y) = (p % w, p / w);
+            reaches_border |= x == 0 || y == 0 || x + 1 == w || y + 1 == h;
+            let neighbours = [
+                (x > 0).then(|| p - 1),
+                (x + 1 < w).then(|| p + 1),
+                (y > 0).then(|| p - w),
+                (y + 1 < h).then(|| p + w),
+            ];
+            for q in neighbours.into_iter().flatten() {
+                if !mask[q] && !seen[q] {
+                    seen[q] = true;
+                    stack.push(q);
+                }
+            }
+        }
+        count += usize::from(!reaches_border && area > speck);
+    }
+    count
 }
 
 /// Mean stroke width: twice the area over the perimeter, exact for long bands.
@@ -547,7 +750,7 @@ fn stroke_width(mask: &[bool], w: usize, h: usize) -> f32 {
 }
 
 /// Each pixel becomes the largest value within `radius` (a square window), separably.
-fn max_filter(values: &[f32], w: usize, h: usize, radius: usize) -> Vec<f32> {
+pub(crate) fn max_filter(values: &[f32], w: usize, h: usize, radius: usize) -> Vec<f32> {
     let pass = |src: &[f32], along_x: bool| -> Vec<f32> {
         (0..w * h)
             .map(|p| {
@@ -571,7 +774,7 @@ fn max_filter(values: &[f32], w: usize, h: usize, radius: usize) -> Vec<f32> {
 
 /// Resizes by averaging: each target pixel is the mean of the source area it covers, so
 /// strokes keep their weight at any scale.
-fn area_resize(values: &[f32], w: usize, h: usize, tw: usize, th: usize) -> Vec<f32> {
+pub(crate) fn area_resize(values: &[f32], w: usize, h: usize, tw: usize, th: usize) -> Vec<f32> {
     let (sx, sy) = (w as f32 / tw as f32, h as f32 / th as f32);
     let overlap = |a0: f32, a1: f32, b: usize| (a1.min(b as f32 + 1.0) - a0.max(b as f32)).max(0.0);
     let mut out = vec![0f32; tw * th];
@@ -596,7 +799,7 @@ fn area_resize(values: &[f32], w: usize, h: usize, tw: usize, th: usize) -> Vec<
 }
 
 /// Places a `w x h` image in 28x28 with its intensity-weighted centre of mass at the centre.
-fn centre_by_mass(values: &[f32], w: usize) -> Vec<u8> {
+pub(crate) fn centre_by_mass(values: &[f32], w: usize) -> Vec<u8> {
     let total: f32 = values.iter().sum::<f32>().max(1e-6);
     let (mut cx, mut cy) = (0.0, 0.0);
     for (p, &v) in values.iter().enumerate() {

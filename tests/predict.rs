@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::Device;
 use common::synth;
 use digits::data::{Dataset, Split};
-use digits::predict::Predictor;
+use digits::predict::{DigitPrediction, Predictor, Verdict};
 use digits::prepare::{self, PrepareError, Prepared};
 
 /// Test digits per variant: enough to tell a working preparation from a broken one in a few
@@ -23,9 +23,7 @@ fn accuracy_by_variant(count: usize) -> Vec<(String, usize, usize)> {
     let predictor = Predictor::built_in(&Device::flex());
     let test = Dataset::lite(Split::Test);
     let raw: Vec<Prepared> = (0..count)
-        .map(|i| Prepared {
-            pixels: test.image(i).to_vec(),
-        })
+        .map(|i| Prepared::from_pixels(test.image(i).to_vec()))
         .collect();
     let raw_correct = predictor
         .predict(&raw)
@@ -210,6 +208,156 @@ fn a_number_is_read_left_to_right() {
     assert_eq!(read, [4, 2, 7]);
 }
 
+/// What the built-in model answers for an image, verdict and all.
+fn answer(predictor: &Predictor, bytes: &[u8]) -> Result<DigitPrediction, PrepareError> {
+    let prepared = prepare::prepare(&prepare::decode(bytes)?)?;
+    Ok(predictor.predict(&[prepared]).remove(0))
+}
+
+#[test]
+fn strokes_that_reach_the_edges_are_the_digit_not_ruled_lines() {
+    let predictor = Predictor::built_in(&Device::flex());
+    // As people draw on the 280x280 page of `digits serve`, and a photo cropped to the ink.
+    let tall_one = synth::sketch(&[&[(0.5, 0.01), (0.5, 0.99)]], 280, 280, 18.0);
+    let wide_seven = synth::sketch(&[&[(0.0, 0.12), (1.0, 0.12), (0.45, 0.97)]], 280, 280, 18.0);
+    let cropped_seven = synth::sketch(&[&[(0.0, 0.03), (1.0, 0.03), (0.35, 1.0)]], 120, 160, 10.0);
+    for (name, bytes, digit) in [
+        ("a 1 as tall as the page", tall_one, 1),
+        ("a 7 whose bar spans the page", wide_seven, 7),
+        ("a 7 cropped to its ink", cropped_seven, 7),
+    ] {
+        let said = answer(&predictor, &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(said.digit, digit, "{name}: {said:?}");
+        assert_eq!(said.verdict, Verdict::Digit, "{name}: {said:?}");
+    }
+}
+
+#[test]
+fn ruled_lines_across_a_digit_are_removed() {
+    let predictor = Predictor::built_in(&Device::flex());
+    let mut page = image::load_from_memory(&synth::drawn(3, 300, 10.0))
+        .unwrap()
+        .to_luma8();
+    // Lined paper: a line every 40 pixels, one of them through the middle of the 3.
+    for line in (30..300).step_by(40) {
+        for x in 0..300 {
+            for y in line..line + 3 {
+                page.put_pixel(x, y, image::Luma([40]));
+            }
+        }
+    }
+    let prepared = prepare::prepare(&page.into()).unwrap();
+    let widest_row = (0..28)
+        .map(|y| {
+            (0..28)
+                .filter(|&x| prepared.pixels[y * 28 + x] > 64)
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        widest_row < 16,
+        "the line is gone: a row {widest_row} px wide"
+    );
+    assert_eq!(predictor.predict(&[prepared])[0].digit, 3);
+}
+
+/// Ink pixels (above a quarter of full brightness) and how many 8-connected strokes they make.
+fn strokes(prepared: &Prepared) -> usize {
+    let ink: Vec<bool> = prepared.pixels.iter().map(|&p| p > 64).collect();
+    let mut seen = vec![false; 784];
+    let mut count = 0;
+    for start in (0..784).filter(|&p| ink[p]) {
+        if seen[start] {
+            continue;
+        }
+        count += 1;
+        let mut stack = vec![start];
+        seen[start] = true;
+        while let Some(p) = stack.pop() {
+            let (x, y) = ((p % 28) as isize, (p / 28) as isize);
+            let around = (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (dx, dy)));
+            for (dx, dy) in around.filter(|&step| step != (0, 0)) {
+                let (nx, ny) = (x + dx, y + dy);
+                let q = (ny * 28 + nx) as usize;
+                if (0..28).contains(&nx) && (0..28).contains(&ny) && ink[q] && !seen[q] {
+                    seen[q] = true;
+                    stack.push(q);
+                }
+            }
+        }
+    }
+    count
+}
+
+/// Background regions of the prepared digit that do not reach its border: its loops.
+fn loops(prepared: &Prepared) -> usize {
+    let paper: Vec<bool> = prepared.pixels.iter().map(|&p| p <= 64).collect();
+    let inverted = Prepared::from_pixels(paper.iter().map(|&b| if b { 255 } else { 0 }).collect());
+    let border_paper = (0..784)
+        .filter(|&p| paper[p] && (p % 28 == 0 || p % 28 == 27 || p < 28 || p >= 756))
+        .count();
+    assert!(border_paper > 0);
+    // Every paper region but the one around the digit is a loop.
+    strokes(&inverted) - 1
+}
+
+#[test]
+fn thin_lines_stay_whole_and_thickening_closes_no_loop() {
+    let predictor = Predictor::built_in(&Device::flex());
+    // A 1-px 7 drawn on a 28x28 canvas, as small drawing apps save them.
+    let thin_seven = synth::sketch(&[&[(0.25, 0.2), (0.75, 0.2), (0.45, 0.85)]], 28, 28, 1.0);
+    let prepared = prepare::prepare(&prepare::decode(&thin_seven).unwrap()).unwrap();
+    assert_eq!(strokes(&prepared), 1, "one unbroken stroke");
+    assert_eq!(predictor.predict(&[prepared])[0].digit, 7);
+    // A closed 4 whose triangle is small and whose pen is thin: thickened to MNIST's stroke
+    // width, the triangle must stay open to the eye.
+    let closed_four = synth::sketch(
+        &[&[(0.62, 0.97), (0.62, 0.03), (0.3, 0.62), (0.8, 0.62)]],
+        400,
+        400,
+        3.0,
+    );
+    let prepared = prepare::prepare(&prepare::decode(&closed_four).unwrap()).unwrap();
+    assert_eq!(loops(&prepared), 1, "the 4's triangle is kept");
+}
+
+#[test]
+fn marks_that_are_no_digit_get_no_confident_answer() {
+    let predictor = Predictor::built_in(&Device::flex());
+    let dot = synth::sketch(&[&[(0.5, 0.5)]], 280, 280, 30.0);
+    let dash = synth::sketch(&[&[(0.2, 0.5), (0.8, 0.52)]], 280, 280, 18.0);
+    let cross = synth::sketch(
+        &[&[(0.25, 0.2), (0.75, 0.8)], &[(0.75, 0.2), (0.25, 0.8)]],
+        280,
+        280,
+        18.0,
+    );
+    for (name, bytes) in [("a dot", dot), ("a dash", dash), ("a cross", cross)] {
+        let said = answer(&predictor, &bytes).unwrap();
+        assert_ne!(said.verdict, Verdict::Digit, "{name}: {said:?}");
+    }
+    let blank = synth::sketch(&[], 280, 280, 18.0);
+    assert!(matches!(
+        answer(&predictor, &blank),
+        Err(PrepareError::NoInk)
+    ));
+}
+
+#[test]
+fn several_digits_are_never_read_as_one() {
+    let predictor = Predictor::built_in(&Device::flex());
+    let page = synth::written_number(&[3, 0, 5], 12.0);
+    let prepared = prepare::prepare(&page.into()).unwrap();
+    let said = predictor.predict(&[prepared]).remove(0);
+    assert_eq!(said.verdict, Verdict::SeveralDigits, "{said:?}");
+    // A 5 whose bar was drawn apart and a 4 in two strokes are still one digit each.
+    for digit in [4, 5] {
+        let said = answer(&predictor, &synth::drawn(digit, 300, 10.0)).unwrap();
+        assert_ne!(said.verdict, Verdict::SeveralDigits, "{digit}: {said:?}");
+    }
+}
+
 /// A folder with two drawn digits and one broken file, for the command's tests.
 fn inputs() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -279,33 +427,19 @@ fn json_and_csv_give_one_entry_per_input() {
 
     let csv = common::digits(dir.path(), &["predict", "--format", "csv", "images"]);
     let out = common::stdout(&csv);
-    let rows: Vec<Vec<String>> = out.lines().map(csv_fields).collect();
-    assert_eq!(rows[0], ["path", "digit", "confidence", "error"]);
-    assert!(rows.iter().all(|row| row.len() == 4), "{out}");
+    let rows: Vec<Vec<String>> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(out.as_bytes())
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows[0], ["path", "digit", "confidence", "verdict", "error"]);
+    assert!(rows.iter().all(|row| row.len() == 5), "{out}");
     assert_eq!(rows[1][..2], ["images/a-three.png", "3"], "{out}");
-    assert_eq!(rows[1][3], "", "{out}");
-    assert_eq!(rows[3][..3], ["images/c-broken.png", "", ""], "{out}");
-    assert!(rows[3][3].starts_with("cannot decode the image"), "{out}");
-}
-
-/// The fields of one CSV row, quoted ones unquoted.
-fn csv_fields(row: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = row.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut().unwrap().push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(String::new()),
-            c => fields.last_mut().unwrap().push(c),
-        }
-    }
-    assert!(!quoted, "an unclosed quote in {row}");
-    fields
+    assert_eq!(rows[1][3], "digit", "{out}");
+    assert_eq!(rows[1][4], "", "{out}");
+    assert_eq!(rows[3][..4], ["images/c-broken.png", "", "", ""], "{out}");
+    assert!(rows[3][4].starts_with("cannot decode the image"), "{out}");
 }
 
 #[test]
@@ -452,4 +586,52 @@ fn every_supported_format_is_read_alike() {
             .unwrap();
         assert_eq!(read(&predictor, &bytes).unwrap(), expected, "{format:?}");
     }
+}
+
+#[test]
+fn eval_scores_a_labelled_folder_source_by_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let people = dir.path().join("people");
+    let mut labels = String::from("path,label,style\n");
+    for (folder, width) in [("thin-pen", 3.0), ("marker", 24.0)] {
+        std::fs::create_dir_all(people.join(folder)).unwrap();
+        for digit in 0..10u8 {
+            let name = format!("{folder}/{digit}.png");
+            std::fs::write(people.join(&name), synth::drawn(digit, 300, width)).unwrap();
+            labels.push_str(&format!("{name},{digit},drawn\n"));
+        }
+    }
+    std::fs::write(people.join("labels.csv"), labels).unwrap();
+    let output = common::digits(dir.path(), &["eval", "--images", "people", "--mistakes"]);
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let text = common::stdout(&output);
+    assert!(
+        text.contains("Images: 20 in 2 folder(s) of people"),
+        "{text}"
+    );
+    let accuracy: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Accuracy: "))
+        .and_then(|rest| rest.split('%').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in:\n{text}"));
+    assert!(accuracy >= 70.0, "{text}");
+    for row in ["marker ", "thin-pen ", "drawn "] {
+        assert!(
+            text.lines().any(|l| l.starts_with(row)),
+            "no '{row}' row:\n{text}"
+        );
+    }
+    let read: usize = text
+        .lines()
+        .skip_while(|l| !l.starts_with("confusion"))
+        .skip(2)
+        .take(10)
+        .flat_map(|row| row.split_whitespace().skip(1))
+        .map(|n| n.parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(read, 20, "every image counted once:\n{text}");
+
+    let missing = common::digits(dir.path(), &["eval", "--images", "nowhere"]);
+    common::assert_clean_failure(&missing, "nowhere");
 }

@@ -595,6 +595,10 @@ fn a_real_browser_uses_the_page_on_a_laptop_and_a_phone() {
         json!("That doesn't look like a digit"),
     );
     expect("/not_a_digit/bars", json!([]));
+    expect(
+        "/several_digits/answer",
+        json!("That looks like several digits"),
+    );
 
     // Drawn with a finger on a 375-pixel-wide phone: nothing scrolls or overflows, and the
     // answer shows under the pad without scrolling.

@@ -129,6 +129,27 @@ fn the_same_seed_gives_the_same_model_and_another_seed_does_not() {
 }
 
 #[test]
+fn a_cnn_with_dropout_and_augmentation_trains_the_same_every_time() {
+    let train_set = Dataset::lite(Split::Train).truncated(256);
+    let model = digits::model::ModelKind::Cnn.config();
+    let (_, config) = digits::train::Preset::Best.recipe(digits::data::DatasetName::MnistLite);
+    let trained = || {
+        let config = TrainConfig {
+            not_digits: 0.1,
+            ..config.clone()
+        };
+        let mut trainer = common::trainer(&model, config, 0);
+        trainer.train_epoch(&train_set, &mut Quiet).unwrap();
+        trainer.model().weights(&model)
+    };
+    assert_eq!(
+        trained(),
+        trained(),
+        "dropout masks are drawn from the run's seed"
+    );
+}
+
+#[test]
 fn a_loss_that_stops_being_finite_stops_training_before_it_is_saved() {
     let model = ModelConfig::default();
     let mut weights = model.initial_weights(0);
@@ -374,4 +395,57 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
         assert_eq!(losses.len(), 20);
         common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-5);
     }
+}
+
+/// The average of the model's highest probability over `images` (28x28 each, in [0, 1]).
+fn mean_confidence(model: &Model, images: &[f32]) -> f32 {
+    let count = images.len() / 784;
+    let tensor = burn::tensor::Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(images.to_vec(), [count, 1, 28, 28]),
+        &Device::flex(),
+    );
+    let probabilities = burn::tensor::activation::softmax(model.forward(tensor), 1)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    probabilities
+        .chunks_exact(10)
+        .map(|row| row.iter().copied().fold(0.0, f32::max))
+        .sum::<f32>()
+        / count as f32
+}
+
+#[test]
+fn marks_that_are_no_digit_are_trained_towards_no_confident_answer() {
+    let train_set = Dataset::lite(Split::Train).truncated(640);
+    let test_set = Dataset::lite(Split::Test).truncated(500);
+    // Marks of the same families as training draws, but never the same ones.
+    let unseen_marks = digits::augment::not_digits(200, 12_345);
+    let trained = |not_digits: f64| {
+        let config = TrainConfig {
+            epochs: 3,
+            batch_size: 64,
+            lr: 0.003,
+            optimizer: digits::train::OptimizerKind::AdamW,
+            shuffle: true,
+            not_digits,
+            ..TrainConfig::default()
+        };
+        let mut trainer = common::trainer(&digits::model::ModelKind::Cnn.config(), config, 0);
+        for _ in 0..3 {
+            trainer.train_epoch(&train_set, &mut Quiet).unwrap();
+        }
+        let model = trainer.model();
+        let accuracy = eval::evaluate(&model, &test_set, 100).accuracy();
+        (accuracy, mean_confidence(&model, &unseen_marks))
+    };
+    let (plain_accuracy, plain_confidence) = trained(0.0);
+    let (exposed_accuracy, exposed_confidence) = trained(0.25);
+    eprintln!(
+        "without marks: {plain_accuracy:.3} right, {plain_confidence:.2} sure of marks; \
+         with: {exposed_accuracy:.3}, {exposed_confidence:.2}"
+    );
+    assert!(plain_confidence > 0.6, "{plain_confidence}");
+    assert!(exposed_confidence < 0.35, "{exposed_confidence}");
+    assert!(exposed_accuracy > plain_accuracy - 0.03);
 }

@@ -177,9 +177,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
 
     let predictor = Predictor::built_in(device);
-    let digit = Prepared {
-        pixels: Dataset::lite(Split::Test).image(0).to_vec(),
-    };
+    let digit = Prepared::from_pixels(Dataset::lite(Split::Test).image(0).to_vec());
     let one = bench::median_time(200, || {
         predictor.predict(std::slice::from_ref(&digit));
     });

@@ -1,12 +1,15 @@
-//! `digits eval`: the tutorial's test step on a saved run, with per-class figures.
+//! `digits eval`: the tutorial's test step on a saved run, with per-class figures; or a model
+//! scored on a folder of people's own labelled images.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
-use digits::data::Split;
+use digits::data::{NUM_CLASSES, Split};
 use digits::device::DeviceChoice;
 use digits::eval;
+use digits::labelled::{self, Scorecard, Tally};
 use digits::model::Ensemble;
+use digits::predict::Verdict;
 use digits::run::RunDir;
 
 use super::DataArgs;
@@ -14,9 +17,16 @@ use super::DataArgs;
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The run folder to evaluate; repeat it to evaluate an ensemble that averages the
-    /// models' probabilities.
-    #[arg(long = "model", value_name = "RUN", required = true)]
+    /// models' probabilities. With --images, the default is the model built into digits.
+    #[arg(long = "model", value_name = "RUN", required_unless_present = "images")]
     models: Vec<PathBuf>,
+    /// Score a folder of your own labelled images instead of a test set: a labels.csv
+    /// (columns path,label), sub-folders 0 to 9, or files named after their digit (7.png).
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// With --images: list every image read wrongly (or withheld), surest first.
+    #[arg(long, requires = "images")]
+    mistakes: bool,
     #[command(flatten)]
     data: DataArgs,
     /// Images per batch (the average loss is a mean of batch means, as in the tutorial).
@@ -30,6 +40,9 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let selected = args.device.select()?;
     println!("Using {} device ({})", selected.name, selected.reason);
+    if let Some(dir) = &args.images {
+        return score_folder(&args, dir, &selected.device);
+    }
     let (configs, models) = args
         .models
         .iter()
@@ -81,4 +94,115 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         println!();
     }
     Ok(())
+}
+
+/// `--images DIR`: how the model reads people's own digits, folder by folder.
+fn score_folder(args: &EvalArgs, dir: &Path, device: &burn::tensor::Device) -> anyhow::Result<()> {
+    let images = labelled::read_folder(dir)?;
+    let predictor = super::load_predictor(&args.models, device)?;
+    for config in &predictor.configs {
+        println!("Model: {}", config.model.describe());
+    }
+    let scorecard = labelled::score(&predictor, dir, images);
+    let total = scorecard.total();
+    let groups = scorecard.by_group();
+    println!(
+        "Images: {} in {} folder(s) of {}",
+        total.images,
+        groups.len(),
+        dir.display()
+    );
+    let count = |verdict: Verdict| {
+        scorecard
+            .outcomes
+            .iter()
+            .filter(|o| o.answer.as_ref().is_ok_and(|a| a.verdict == verdict))
+            .count()
+    };
+    let unread = scorecard
+        .outcomes
+        .iter()
+        .filter(|o| o.answer.is_err())
+        .count();
+    println!(
+        "Accuracy: {:.2}% ({} of {}); answered unsure: {}, not a digit: {}, unreadable: {}",
+        100.0 * total.accuracy(),
+        total.correct,
+        total.images,
+        count(Verdict::Unsure),
+        count(Verdict::NotADigit),
+        unread
+    );
+    let confident: Vec<_> = scorecard
+        .outcomes
+        .iter()
+        .filter(|o| o.answer.as_ref().is_ok_and(|a| a.verdict == Verdict::Digit))
+        .collect();
+    let confident_right = confident.iter().filter(|o| o.correct()).count();
+    println!(
+        "Confident answers: {} ({:.2}% of them right)",
+        confident.len(),
+        100.0 * confident_right as f64 / confident.len().max(1) as f64
+    );
+    print_tallies("folder", &groups);
+    print_tallies("style", &scorecard.by_style());
+    print_confusion(&scorecard);
+    if args.mistakes {
+        print_mistakes(&scorecard);
+    }
+    Ok(())
+}
+
+fn print_tallies(what: &str, tallies: &std::collections::BTreeMap<String, Tally>) {
+    if tallies.is_empty() {
+        return;
+    }
+    let width = tallies
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(what.len());
+    println!(
+        "\n{what:<width$} {:>7} {:>8} {:>9} {:>9}",
+        "images", "correct", "accuracy", "withheld"
+    );
+    for (name, tally) in tallies {
+        println!(
+            "{name:<width$} {:>7} {:>8} {:>8.1}% {:>9}",
+            tally.images,
+            tally.correct,
+            100.0 * tally.accuracy(),
+            tally.withheld
+        );
+    }
+}
+
+fn print_confusion(scorecard: &Scorecard) {
+    println!("\nconfusion matrix of the images read (rows: label, columns: answer)");
+    print!("{:>6}", "");
+    (0..NUM_CLASSES).for_each(|c| print!("{c:>6}"));
+    println!();
+    for (label, row) in scorecard.confusion().iter().enumerate() {
+        print!("{label:>6}");
+        row.iter().for_each(|n| print!("{n:>6}"));
+        println!();
+    }
+}
+
+fn print_mistakes(scorecard: &Scorecard) {
+    println!("\nmistakes (surest first)");
+    for outcome in scorecard.mistakes() {
+        let path = outcome.image.path.display();
+        match &outcome.answer {
+            Ok(answer) => println!(
+                "{path}: label {}, read {} ({:.1}%, {})",
+                outcome.image.label,
+                answer.digit,
+                100.0 * answer.confidence,
+                answer.verdict.as_str()
+            ),
+            Err(why) => println!("{path}: label {}, not read: {why}", outcome.image.label),
+        }
+    }
 }

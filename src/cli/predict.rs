@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use digits::device::DeviceChoice;
 use digits::files::save_png;
-use digits::predict::DigitPrediction;
+use digits::predict::{DigitPrediction, Verdict};
 use digits::prepare::{self, Prepared};
 use serde_json::json;
 
@@ -72,7 +72,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
     let mut all_ok = true;
     let mut json_entries = Vec::new();
     if args.format == Format::Csv {
-        println!("path,digit,confidence,error");
+        println!("path,digit,confidence,verdict,error");
     }
     for (index, input) in inputs.into_iter().enumerate() {
         let outcome = input.bytes.and_then(|bytes| {
@@ -97,7 +97,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
                 match args.format {
                     Format::Text => {}
                     Format::Csv => println!(
-                        "{},,,{}",
+                        "{},,,,{}",
                         csv_field(&input.name),
                         csv_field(&format!("{err:#}"))
                     ),
@@ -132,13 +132,35 @@ fn render(
         Format::Text if args.number => {
             let each: Vec<String> = predictions
                 .iter()
-                .map(|p| format!("{} {:.1}%", p.digit, 100.0 * p.confidence))
+                .map(|p| match p.verdict {
+                    Verdict::Digit => format!("{} {:.1}%", p.digit, 100.0 * p.confidence),
+                    other => format!(
+                        "{} {:.1}% {}",
+                        p.digit,
+                        100.0 * p.confidence,
+                        other.as_str()
+                    ),
+                })
                 .collect();
             println!("{name}: {number} ({})", each.join(", "));
         }
         Format::Text => {
             let p = &predictions[0];
-            let mut line = format!("{name}: {} ({:.1}%)", p.digit, 100.0 * p.confidence);
+            let mut line = match p.verdict {
+                Verdict::Digit => format!("{name}: {} ({:.1}%)", p.digit, 100.0 * p.confidence),
+                Verdict::Unsure => {
+                    let [(first, p1), (second, p2)] = [p.top(2)[0], p.top(2)[1]];
+                    format!(
+                        "{name}: unsure: {first} ({:.1}%) or {second} ({:.1}%)",
+                        100.0 * p1,
+                        100.0 * p2
+                    )
+                }
+                Verdict::NotADigit => format!("{name}: not a digit"),
+                Verdict::SeveralDigits => {
+                    format!("{name}: several digits (read them with --number)")
+                }
+            };
             if args.top > 1 {
                 let top: Vec<String> = p
                     .top(usize::from(args.top))
@@ -149,7 +171,19 @@ fn render(
             }
             println!("{line}");
         }
-        Format::Csv => println!("{},{number},{weakest:.6},", csv_field(name)),
+        Format::Csv => {
+            // A number is only as trustworthy as its least trustworthy digit.
+            let verdict = predictions
+                .iter()
+                .map(|p| p.verdict)
+                .find(|&v| v != Verdict::Digit)
+                .unwrap_or(Verdict::Digit);
+            println!(
+                "{},{number},{weakest:.6},{},",
+                csv_field(name),
+                verdict.code()
+            )
+        }
         Format::Json if args.number => json_entries.push(json!({
             "path": name,
             "number": number,
@@ -157,6 +191,7 @@ fn render(
             "digits": predictions.iter().map(|p| json!({
                 "digit": p.digit,
                 "confidence": p.confidence,
+                "verdict": p.verdict,
                 "probabilities": p.probabilities,
             })).collect::<Vec<_>>(),
         })),
@@ -166,6 +201,7 @@ fn render(
                 "path": name,
                 "digit": p.digit,
                 "confidence": p.confidence,
+                "verdict": p.verdict,
                 "probabilities": p.probabilities,
             }));
         }

@@ -68,9 +68,14 @@ pub struct TrainSettings {
     #[arg(long, allow_negative_numbers = true)]
     label_smoothing: Option<f64>,
     /// Random distortions of the training images: none, digits (affine and elastic),
-    /// affine, or clothes (flips and shifts) [default: none].
+    /// affine, clothes (flips and shifts) or handwriting (for people's own digits)
+    /// [default: none].
     #[arg(long)]
     augment: Option<AugmentChoice>,
+    /// Marks that are no digit (crosses, stars, scribbles) added per training digit, taught
+    /// to get no confident answer, e.g. 0.1 [default: 0].
+    #[arg(long, value_name = "FRACTION")]
+    not_digits: Option<f64>,
     /// Standardise inputs with the training set's mean and standard deviation.
     #[arg(long)]
     normalize: bool,
@@ -112,6 +117,9 @@ pub enum AugmentChoice {
     Digits,
     Affine,
     Clothes,
+    /// For people's own digits: every pen, blur, tight crops, continental 1s and 7s, framed
+    /// as `prepare` frames them.
+    Handwriting,
 }
 
 impl AugmentChoice {
@@ -124,6 +132,7 @@ impl AugmentChoice {
                 ..AugmentConfig::digits()
             }),
             AugmentChoice::Clothes => Some(AugmentConfig::clothes()),
+            AugmentChoice::Handwriting => Some(AugmentConfig::handwriting()),
         }
     }
 }
@@ -188,6 +197,9 @@ impl TrainSettings {
             .is_some_and(|s| !(0.0..1.0).contains(&s))
         {
             bail!("--label-smoothing must be in [0, 1)");
+        }
+        if self.not_digits.is_some_and(|n| !(0.0..=1.0).contains(&n)) {
+            bail!("--not-digits must be in [0, 1]");
         }
         if self.patience.is_some() && self.validation.unwrap_or(0) == 0 {
             bail!("--patience needs --validation N: the images to judge each epoch on");
@@ -330,6 +342,7 @@ pub fn train(
     if let Some(choice) = args.augment {
         config.augment = choice.config();
     }
+    config.not_digits = args.not_digits.unwrap_or(config.not_digits);
     config.validation = args.validation.unwrap_or(config.validation);
     config.patience = args.patience.or(config.patience);
     config.engine = args.engine.unwrap_or(config.engine);

@@ -29,7 +29,7 @@ use serde_json::json;
 
 use crate::data::{IMAGE_PIXELS, NUM_CLASSES};
 use crate::files::encode_png;
-use crate::predict::Predictor;
+use crate::predict::{Predictor, Verdict};
 use crate::prepare::{self, PrepareError};
 
 pub use metrics::Metrics;
@@ -89,6 +89,8 @@ impl AppState {
 /// The answer of `POST /api/predict`.
 #[derive(Debug, Serialize)]
 pub struct PredictResponse {
+    /// Whether `digit` can be trusted: `digit`, `unsure`, `not_a_digit` or `several_digits`.
+    pub verdict: Verdict,
     pub digit: u8,
     pub confidence: f32,
     pub probabilities: [f32; NUM_CLASSES],
@@ -443,6 +445,7 @@ fn read_digit(predictor: &Predictor, input: Input) -> Result<PredictResponse, Ap
     let prepared = prepare::prepare(&image)?;
     let prediction = predictor.predict(std::slice::from_ref(&prepared)).remove(0);
     Ok(PredictResponse {
+        verdict: prediction.verdict,
         digit: prediction.digit,
         confidence: prediction.confidence,
         probabilities: prediction.probabilities,

@@ -106,6 +106,7 @@ impl FusedMlp {
             && config.engine == super::EngineChoice::Auto
             && mlp.dropout == 0.0
             && config.label_smoothing == 0.0
+            && config.not_digits == 0.0
             && *device == burn::tensor::Device::flex()
     }
 

@@ -218,7 +218,7 @@ try {
   report.droppedPhoto = { ...await readout(laptop), note: await laptop.locator('#photo-note').textContent() };
 
   // The server's verdicts, whatever this server says: its answer is rewritten on the way.
-  for (const verdict of ['unsure', 'not_a_digit']) {
+  for (const verdict of ['unsure', 'not_a_digit', 'several_digits']) {
     await laptop.route('**/api/predict', async route => {
       const response = await route.fetch();
       await route.fulfill({ response, json: { ...await response.json(), verdict } });

@@ -242,8 +242,27 @@ pub fn drawn(digit: u8, side: u32, width: f32) -> Vec<u8> {
             )
         })
         .collect();
+    rasterise(&segments, side, side, width)
+}
+
+/// Pen strokes given as polylines in fractions of a `w x h` white canvas (0,0 top left,
+/// 1,1 bottom right), `width` pixels wide, as PNG: a dot, a cross, a digit at the edge.
+pub fn sketch(lines: &[&[(f32, f32)]], w: u32, h: u32, width: f32) -> Vec<u8> {
+    let at = |(x, y): (f32, f32)| (x * w as f32, y * h as f32);
+    let segments: Vec<_> = lines
+        .iter()
+        .flat_map(|line| match line.len() {
+            1 => vec![(at(line[0]), at(line[0]))],
+            _ => line.windows(2).map(|p| (at(p[0]), at(p[1]))).collect(),
+        })
+        .collect();
+    rasterise(&segments, w, h, width)
+}
+
+/// Black pen segments on a white `w x h` canvas, as PNG.
+fn rasterise(segments: &[((f32, f32), (f32, f32))], w: u32, h: u32, width: f32) -> Vec<u8> {
     let radius = width / 2.0;
-    let image = GrayImage::from_fn(side, side, |x, y| {
+    let image = GrayImage::from_fn(w, h, |x, y| {
         let p = (x as f32 + 0.5, y as f32 + 0.5);
         let near = segments
             .iter()
