@@ -60,6 +60,10 @@ fn run_digits(args: &[&str], dir: &Path) -> Outcome {
     let mut child = Command::new(env!("CARGO_BIN_EXE_digits"))
         .args(args)
         .current_dir(dir)
+        // Built with wgpu, looking for a GPU wakes Mesa's Vulkan drivers, which complain on
+        // standard error when there is no desktop session's runtime folder (as in CI); a
+        // user's terminal has one.
+        .env("XDG_RUNTIME_DIR", dir)
         .stdout(writer.try_clone().unwrap())
         .stderr(writer)
         .spawn()

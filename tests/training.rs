@@ -259,7 +259,7 @@ fn the_fused_path_and_burns_path_train_the_same_model() {
 
 #[test]
 fn a_run_resumes_on_the_path_that_wrote_its_optimizer_state() {
-    let train_set = Dataset::lite(Split::Train).truncated(640);
+    let train_set = Dataset::lite(Split::Train).truncated(1_000);
     let test_set = Dataset::lite(Split::Test).truncated(64);
     let model = ModelConfig::default();
     let on_burn = TrainConfig {
@@ -417,7 +417,7 @@ fn mean_confidence(model: &Model, images: &[f32]) -> f32 {
 
 #[test]
 fn marks_that_are_no_digit_are_trained_towards_no_confident_answer() {
-    let train_set = Dataset::lite(Split::Train).truncated(640);
+    let train_set = Dataset::lite(Split::Train).truncated(1_000);
     let test_set = Dataset::lite(Split::Test).truncated(500);
     // Marks of the same families as training draws, but never the same ones.
     let unseen_marks = digits::augment::not_digits(200, 12_345);
@@ -445,7 +445,10 @@ fn marks_that_are_no_digit_are_trained_towards_no_confident_answer() {
         "without marks: {plain_accuracy:.3} right, {plain_confidence:.2} sure of marks; \
          with: {exposed_accuracy:.3}, {exposed_confidence:.2}"
     );
-    assert!(plain_confidence > 0.6, "{plain_confidence}");
+    assert!(
+        plain_confidence > exposed_confidence + 0.25,
+        "{plain_confidence} against {exposed_confidence}"
+    );
     assert!(exposed_confidence < 0.35, "{exposed_confidence}");
     assert!(exposed_accuracy > plain_accuracy - 0.03);
 }

@@ -132,6 +132,9 @@ impl LrSchedule {
 /// al.'s 0.5, which kept their models' accuracy on the digits themselves.
 const NOT_DIGIT_WEIGHT: f32 = 0.5;
 
+/// Held while a training step seeds and draws from the backend's random generator.
+static BACKEND_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The label the marks that are no digit carry through augmentation, which no digit has.
 const NO_DIGIT: i64 = -1;
 
@@ -625,12 +628,23 @@ impl Trainer {
 
     /// One optimizer step on one batch; returns the batch's mean loss before the step.
     pub fn step(&mut self, batch: &Batch) -> f32 {
-        self.step_with(batch, &[])
+        self.step_with(batch, &[], None)
     }
 
     /// One optimiser step on `batch` and on `not_digits` (28x28 images, one after the other),
     /// which the loss pushes towards equal probabilities.
-    fn step_with(&mut self, batch: &Batch, not_digits: &[f32]) -> f32 {
+    ///
+    /// With `seed`, the backend's random generator (dropout's masks) is seeded first and held
+    /// through the step: Burn's CPU backend has one generator for the whole process, so a
+    /// training in another thread could otherwise draw from it in between.
+    fn step_with(&mut self, batch: &Batch, not_digits: &[f32], seed: Option<u64>) -> f32 {
+        let _generator = seed.map(|seed| {
+            let held = BACKEND_GENERATOR
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.device.seed(seed);
+            held
+        });
         crate::device::flush_subnormals_to_zero();
         self.last_lr = self.current_lr();
         let value = match &mut self.engine {
@@ -699,10 +713,6 @@ impl Trainer {
         let mut seen = (skip * self.config.batch_size).min(data.len());
         for (index, mut batch) in batches.enumerate().skip(skip) {
             let seed = self.config.seed ^ ((epoch as u64) << 32 | index as u64);
-            // Dropout draws its masks from the backend's generator: seeded afresh for every
-            // batch, a run is the same every time, and a run resumed mid-epoch draws what the
-            // uninterrupted one would have.
-            self.device.seed(seed);
             if let Some(config) = &self.config.augment {
                 augment::augment(&mut batch, config, seed);
             }
@@ -716,7 +726,9 @@ impl Trainer {
             if let Some(config) = &self.config.augment {
                 augment::augment(&mut not_digits, config, !seed);
             }
-            let loss = self.step_with(&batch, &not_digits.pixels);
+            // Dropout's generator is seeded afresh for every batch: a run is the same every
+            // time, and a run resumed mid-epoch draws what the uninterrupted one would have.
+            let loss = self.step_with(&batch, &not_digits.pixels, Some(seed));
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch,
