@@ -378,7 +378,6 @@ fn cut_one_side(image: &mut [f32], rng: &mut ChaCha8Rng) {
 /// Frames the digit as `prepare` frames a person's: cropped to its ink, the longer side
 /// scaled to 20 px, brightest ink 1, centred by mass in 28x28, in whole grey levels.
 fn reframe(image: &mut [f32]) {
-    const BOX_SIDE: usize = 20;
     let Some((left, top, right, bottom)) = ink_box(image, 0.1) else {
         return;
     };
@@ -387,13 +386,7 @@ fn reframe(image: &mut [f32]) {
         .flat_map(|y| (left..=right).map(move |x| (x, y)))
         .map(|(x, y)| image[y * IMAGE_SIDE + x])
         .collect();
-    let scale = BOX_SIDE as f32 / w.max(h) as f32;
-    let fit = |n: usize| ((n as f32 * scale).round() as usize).clamp(1, BOX_SIDE);
-    let (bw, bh) = (fit(w), fit(h));
-    let small = crate::prepare::area_resize(&crop, w, h, bw, bh);
-    let peak = small.iter().copied().fold(0.0, f32::max).max(1e-6);
-    let small: Vec<f32> = small.iter().map(|v| (v / peak).min(1.0)).collect();
-    let framed = crate::prepare::centre_by_mass(&small, bw);
+    let framed = crate::prepare::frame(&crop, w, h);
     for (pixel, value) in image.iter_mut().zip(framed) {
         *pixel = f32::from(value) / 255.0;
     }

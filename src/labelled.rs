@@ -25,8 +25,9 @@ use crate::prepare;
 
 /// The file that lists a folder's images and labels.
 pub const LABELS_FILE: &str = "labels.csv";
-/// What a folder's images are recognised by.
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
+/// The file extensions of the image formats digits reads, which is how a folder's images are
+/// told from its other files.
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
 
 /// One image and the digit it shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +112,12 @@ fn read_labels_csv(csv_path: &Path) -> Result<Vec<LabelledImage>, LabelsError> {
     };
     let mut reader = csv::Reader::from_path(csv_path).map_err(csv_error)?;
     let header = reader.headers().map_err(csv_error)?.clone();
-    let column = |name: &str| header.iter().position(|h| h.trim() == name);
+    // Spreadsheets save UTF-8 CSV files with a byte-order mark before the first name.
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|h| h.trim().trim_start_matches('\u{feff}') == name)
+    };
     let (Some(path_column), Some(label_column)) = (column("path"), column("label")) else {
         return Err(LabelsError::MissingColumn {
             path: csv_path.to_path_buf(),
@@ -382,6 +388,16 @@ mod tests {
         assert_eq!(images[1].path, PathBuf::from("b/y, z.png"));
         assert_eq!(images[0].style.as_deref(), Some("photo"));
 
+        std::fs::write(
+            dir.path().join(LABELS_FILE),
+            "\u{feff}path,label\nx.png,3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            read_folder(dir.path()).unwrap()[0].label,
+            3,
+            "a byte-order mark is ignored"
+        );
         std::fs::write(dir.path().join(LABELS_FILE), "path,label\n../up.png,3\n").unwrap();
         let err = read_folder(dir.path()).unwrap_err().to_string();
         assert!(

@@ -17,8 +17,8 @@ const DEFAULT_CONFIG: &str = include_str!("../models/default/config.json");
 const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../models/default/model.safetensors");
 
 /// Below this probability for its best digit, an answer is [`Verdict::Unsure`]. Calibrated
-/// on people's digits with the built-in model (README, "Honest answers"): at this level a
-/// few right answers are withheld for every confident wrong one that is caught.
+/// on people's digits with the built-in model (README, "Reading people's handwriting"): at
+/// this level about four right answers are withheld for every wrong one that is caught.
 pub const UNSURE_BELOW: f32 = 0.7;
 
 /// Below this probability for its best digit, no digit is even likely: an answer is
@@ -159,7 +159,7 @@ impl Predictor {
                     row.try_into().expect("ten probabilities per digit");
                 let best = eval::most_probable(&probabilities);
                 let verdict = match prepared.not_one_digit {
-                    Some(NotOneDigit::Several(_)) => Verdict::SeveralDigits,
+                    Some(NotOneDigit::Several) => Verdict::SeveralDigits,
                     Some(NotOneDigit::Dot | NotOneDigit::Dash) => Verdict::NotADigit,
                     None if best.confidence < NOT_A_DIGIT_BELOW => Verdict::NotADigit,
                     None if best.confidence < UNSURE_BELOW => Verdict::Unsure,

@@ -71,8 +71,8 @@ pub enum NotOneDigit {
     Dot,
     /// A lone horizontal stroke: a dash, an underline.
     Dash,
-    /// This many digit-sized marks side by side: a number.
-    Several(usize),
+    /// Digit-sized marks side by side: a number.
+    Several,
 }
 
 impl Prepared {
@@ -137,9 +137,8 @@ pub fn prepare(image: &DynamicImage) -> Result<Prepared, PrepareError> {
         .filter(|m| m.area * 10 >= main.area && m.height() * 2 >= main.height())
         .filter(|m| m.overlaps_vertically(main))
         .collect();
-    let columns = side_by_side(line_mates).len();
-    if columns > 1 && prepared.not_one_digit.is_none() {
-        prepared.not_one_digit = Some(NotOneDigit::Several(columns));
+    if side_by_side(line_mates).len() > 1 && prepared.not_one_digit.is_none() {
+        prepared.not_one_digit = Some(NotOneDigit::Several);
     }
     Ok(prepared)
 }
@@ -474,16 +473,8 @@ impl Page {
             }
         }
         let (crop, cw, ch) = trim(crop, cw, ch);
-        let scale = BOX_SIDE as f32 / cw.max(ch) as f32;
-        let (bw, bh) = (
-            ((cw as f32 * scale).round() as usize).clamp(1, BOX_SIDE),
-            ((ch as f32 * scale).round() as usize).clamp(1, BOX_SIDE),
-        );
-        let small = area_resize(&crop, cw, ch, bw, bh);
-        let peak = small.iter().copied().fold(0.0, f32::max).max(1e-6);
-        let small: Vec<f32> = small.iter().map(|v| (v / peak).min(1.0)).collect();
         Prepared {
-            pixels: centre_by_mass(&small, bw),
+            pixels: frame(&crop, cw, ch),
             not_one_digit,
         }
     }
@@ -673,6 +664,18 @@ fn dilate_mask(mask: &[bool], w: usize, h: usize) -> Vec<bool> {
         .collect()
 }
 
+/// MNIST's framing of a digit cropped to its ink (`w x h`): the longer side scaled to 20 px by
+/// area averaging, the brightest ink at 1, centred by mass in 28x28.
+pub(crate) fn frame(crop: &[f32], w: usize, h: usize) -> Vec<u8> {
+    let scale = BOX_SIDE as f32 / w.max(h) as f32;
+    let fit = |n: usize| ((n as f32 * scale).round() as usize).clamp(1, BOX_SIDE);
+    let (bw, bh) = (fit(w), fit(h));
+    let small = area_resize(crop, w, h, bw, bh);
+    let peak = small.iter().copied().fold(0.0, f32::max).max(1e-6);
+    let small: Vec<f32> = small.iter().map(|v| (v / peak).min(1.0)).collect();
+    centre_by_mass(&small, bw)
+}
+
 /// `values` cut down to the box around its ink (its non-zero pixels).
 fn trim(values: Vec<f32>, w: usize, h: usize) -> (Vec<f32>, usize, usize) {
     let inked = |p: &usize| values[*p] > 0.0;
@@ -774,7 +777,7 @@ pub(crate) fn max_filter(values: &[f32], w: usize, h: usize, radius: usize) -> V
 
 /// Resizes by averaging: each target pixel is the mean of the source area it covers, so
 /// strokes keep their weight at any scale.
-pub(crate) fn area_resize(values: &[f32], w: usize, h: usize, tw: usize, th: usize) -> Vec<f32> {
+fn area_resize(values: &[f32], w: usize, h: usize, tw: usize, th: usize) -> Vec<f32> {
     let (sx, sy) = (w as f32 / tw as f32, h as f32 / th as f32);
     let overlap = |a0: f32, a1: f32, b: usize| (a1.min(b as f32 + 1.0) - a0.max(b as f32)).max(0.0);
     let mut out = vec![0f32; tw * th];
@@ -799,7 +802,7 @@ pub(crate) fn area_resize(values: &[f32], w: usize, h: usize, tw: usize, th: usi
 }
 
 /// Places a `w x h` image in 28x28 with its intensity-weighted centre of mass at the centre.
-pub(crate) fn centre_by_mass(values: &[f32], w: usize) -> Vec<u8> {
+fn centre_by_mass(values: &[f32], w: usize) -> Vec<u8> {
     let total: f32 = values.iter().sum::<f32>().max(1e-6);
     let (mut cx, mut cy) = (0.0, 0.0);
     for (p, &v) in values.iter().enumerate() {

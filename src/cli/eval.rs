@@ -24,7 +24,7 @@ pub struct EvalArgs {
     /// (columns path,label), sub-folders 0 to 9, or files named after their digit (7.png).
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,
-    /// With --images: list every image read wrongly (or withheld), surest first.
+    /// With --images: list every image read wrongly or not read at all, surest first.
     #[arg(long, requires = "images")]
     mistakes: bool,
     #[command(flatten)]
@@ -125,12 +125,14 @@ fn score_folder(args: &EvalArgs, dir: &Path, device: &burn::tensor::Device) -> a
         .filter(|o| o.answer.is_err())
         .count();
     println!(
-        "Accuracy: {:.2}% ({} of {}); answered unsure: {}, not a digit: {}, unreadable: {}",
+        "Accuracy: {:.2}% ({} of {}); answered unsure: {}, not a digit: {}, several digits: {}, \
+         unreadable: {}",
         100.0 * total.accuracy(),
         total.correct,
         total.images,
         count(Verdict::Unsure),
         count(Verdict::NotADigit),
+        count(Verdict::SeveralDigits),
         unread
     );
     let confident: Vec<_> = scorecard

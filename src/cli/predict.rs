@@ -8,13 +8,13 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use digits::device::DeviceChoice;
 use digits::files::save_png;
+use digits::labelled::{IMAGE_EXTENSIONS, is_image};
 use digits::predict::{DigitPrediction, Verdict};
 use digits::prepare::{self, Prepared};
 use serde_json::json;
 
 /// No image file people feed digits is near this size; it bounds what stdin can make us hold.
 const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
-const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "bmp", "gif", "webp", "tif", "tiff"];
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -259,12 +259,6 @@ fn gather(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
         }
     }
     Ok(inputs)
-}
-
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn read_file(path: &Path) -> Input {

@@ -636,7 +636,9 @@ impl Trainer {
     ///
     /// With `seed`, the backend's random generator (dropout's masks) is seeded first and held
     /// through the step: Burn's CPU backend has one generator for the whole process, so a
-    /// training in another thread could otherwise draw from it in between.
+    /// training in another thread could otherwise draw from it in between. Seeded steps of
+    /// trainings in one process therefore take turns; unseeded ones (`step`, `gradients`)
+    /// neither wait nor promise the same masks twice.
     fn step_with(&mut self, batch: &Batch, not_digits: &[f32], seed: Option<u64>) -> f32 {
         let _generator = seed.map(|seed| {
             let held = BACKEND_GENERATOR
