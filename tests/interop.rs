@@ -200,7 +200,7 @@ fn every_architecture_survives_export_and_import_with_identical_predictions() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (run, model) = trained_run(kind, &dir.path().join("run"));
-        let bytes = interop::export_state_dict(&run.model, &model.weights(&run.model)).unwrap();
+        let bytes = interop::export_state_dict(model.plan(), &model.weights()).unwrap();
         let file = dir.path().join("exported.safetensors");
         std::fs::write(&file, bytes).unwrap();
         let imported = interop::import_state_dict(&file, &run.model).unwrap();

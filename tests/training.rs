@@ -125,7 +125,7 @@ fn the_same_seed_gives_the_same_model_and_another_seed_does_not() {
             .all(|w| w.abs() <= bound)
     );
     let model = Model::init(&config, 1, &Device::flex());
-    assert_eq!(model.weights(&config), weights);
+    assert_eq!(model.weights(), weights);
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn a_cnn_with_dropout_and_augmentation_trains_the_same_every_time() {
         };
         let mut trainer = common::trainer(&model, config, 0);
         trainer.train_epoch(&train_set, &mut Quiet).unwrap();
-        trainer.model().weights(&model)
+        trainer.model().weights()
     };
     assert_eq!(
         trained(),

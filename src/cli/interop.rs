@@ -106,10 +106,10 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
 pub fn export(args: ExportArgs) -> anyhow::Result<()> {
     let run = RunDir::open(&args.run)?;
     let (config, model) = run.load_model(&burn::tensor::Device::flex())?;
-    let weights = model.weights(&config.model);
+    let weights = model.weights();
     let bytes = match args.format {
-        ExportFormat::Pytorch => interop::export_state_dict(&config.model, &weights)?,
-        ExportFormat::Onnx => interop::onnx::export(&config.model, &weights),
+        ExportFormat::Pytorch => interop::export_state_dict(model.plan(), &weights)?,
+        ExportFormat::Onnx => interop::onnx::export(model.plan(), &weights),
     };
     write_atomically(&args.out, &bytes)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

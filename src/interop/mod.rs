@@ -13,7 +13,7 @@ use pytorch_reader::{DType, PytorchReader};
 
 use crate::data::catalog::DigestKind;
 use crate::data::download::hex_digest;
-use crate::model::{ModelConfig, NamedTensor, Weights, WeightsError, weights};
+use crate::model::{Layer, ModelConfig, NamedTensor, Plan, Weights, WeightsError, weights};
 use crate::run::Provenance;
 
 /// PyTorch's `BatchNorm2d` counts its training batches in this int64 buffer; digits has no
@@ -221,13 +221,15 @@ fn read_pytorch(path: &Path) -> Result<(Weights, Vec<String>), InteropError> {
 /// A safetensors file that the equivalent PyTorch module loads with
 /// `model.load_state_dict(safetensors.torch.load_file(FILE))`: digits' weights, plus a zero
 /// `num_batches_tracked` for each batch norm.
-pub fn export_state_dict(config: &ModelConfig, weights: &Weights) -> Result<Vec<u8>, InteropError> {
-    let counters: Vec<(String, i64)> = match config {
-        ModelConfig::Cnn(cnn) if cnn.batch_norm => (1..=cnn.conv.len())
-            .map(|i| (format!("bn{i}.{BATCHES_TRACKED}"), 0))
-            .collect(),
-        _ => Vec::new(),
-    };
+pub fn export_state_dict(plan: &Plan, weights: &Weights) -> Result<Vec<u8>, InteropError> {
+    let counters: Vec<(String, i64)> = plan
+        .layers()
+        .iter()
+        .filter_map(|layer| match layer {
+            Layer::BatchNorm { name, .. } => Some((format!("{name}.{BATCHES_TRACKED}"), 0)),
+            _ => None,
+        })
+        .collect();
     Ok(weights::to_safetensors_bytes_with_counters(
         weights, &counters,
     )?)

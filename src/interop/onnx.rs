@@ -7,7 +7,8 @@
 //! The graph takes `images` `[N, 1, 28, 28]` (pixels in [0, 1]) and gives `logits` `[N, 10]`;
 //! the model's input normalisation is part of it, dropout is not (inference only).
 
-use crate::model::{Activation, ModelConfig, Weights};
+use crate::model::plan::BATCH_NORM_EPSILON;
+use crate::model::{Activation, Layer, Plan, Pooling, Weights};
 
 const OPSET: i64 = 13;
 /// ONNX IR version 7 goes with opset 13.
@@ -129,18 +130,25 @@ impl Graph {
     }
 
     fn activation(&mut self, activation: Activation, x: &str) -> String {
-        let op = match activation {
-            Activation::Relu => "Relu",
-            Activation::Sigmoid => "Sigmoid",
-        };
-        self.node(op, &[x], &[])
-    }
-
-    /// `x · Wᵀ + b` for the fully connected layer `name`.
-    fn linear(&mut self, weights: &Weights, name: &str, x: &str) -> String {
-        let w = self.weight(weights, &format!("{name}.weight"));
-        let b = self.weight(weights, &format!("{name}.bias"));
-        self.node("Gemm", &[x, &w, &b], &[("transB", Attribute::Int(1))])
+        match activation {
+            Activation::Relu => self.node("Relu", &[x], &[]),
+            Activation::Sigmoid => self.node("Sigmoid", &[x], &[]),
+            // Opset 13 has no Gelu: x * (1 + erf(x / sqrt 2)) / 2, PyTorch's exact form.
+            Activation::Gelu => {
+                let root2 = self.constant(
+                    &format!("gelu_{}.sqrt2", self.next_value),
+                    &[],
+                    &[std::f32::consts::SQRT_2],
+                );
+                let one = self.constant(&format!("gelu_{}.one", self.next_value), &[], &[1.0]);
+                let half = self.constant(&format!("gelu_{}.half", self.next_value), &[], &[0.5]);
+                let scaled = self.node("Div", &[x, &root2], &[]);
+                let erf = self.node("Erf", &[&scaled], &[]);
+                let shifted = self.node("Add", &[&erf, &one], &[]);
+                let gate = self.node("Mul", &[&shifted, &half], &[]);
+                self.node("Mul", &[x, &gate], &[])
+            }
+        }
     }
 }
 
@@ -166,43 +174,31 @@ fn value_info(name: &str, dims: &[Result<i64, &str>]) -> Message {
     info
 }
 
-/// The ONNX model of `config` with `weights` (which must fit it, as a loaded run's do).
-pub fn export(config: &ModelConfig, weights: &Weights) -> Vec<u8> {
+/// The ONNX model of `plan` with `weights` (which must fit it, as a loaded run's do).
+pub fn export(plan: &Plan, weights: &Weights) -> Vec<u8> {
     let mut graph = Graph::default();
     let mut x = "images".to_string();
-    if let Some(n) = config.normalization() {
+    if let Some(n) = plan.normalization() {
         let mean = graph.constant("normalization.mean", &[], &[n.mean]);
         let std = graph.constant("normalization.std", &[], &[n.std]);
         x = graph.node("Sub", &[&x, &mean], &[]);
         x = graph.node("Div", &[&x, &std], &[]);
     }
-    match config {
-        ModelConfig::Mlp(mlp) => {
-            x = graph.node("Flatten", &[&x], &[("axis", Attribute::Int(1))]);
-            let layers = mlp.hidden.len() + 1;
-            for i in 0..layers {
-                let name = if i + 1 == layers {
-                    "output".to_string()
-                } else {
-                    format!("hidden{}", i + 1)
-                };
-                if i > 0 {
-                    x = graph.activation(mlp.activation, &x);
-                }
-                x = graph.linear(weights, &name, &x);
-            }
-        }
-        ModelConfig::Cnn(cnn) => {
-            for (i, layer) in cnn.conv.iter().enumerate() {
-                let conv = format!("conv{}", i + 1);
-                let w = graph.weight(weights, &format!("{conv}.weight"));
-                let mut inputs = vec![x.clone(), w];
-                if !cnn.batch_norm {
-                    inputs.push(graph.weight(weights, &format!("{conv}.bias")));
-                }
-                let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-                let (k, p) = (layer.kernel as i64, layer.padding as i64);
-                x = graph.node(
+    for layer in plan.layers() {
+        let params: Vec<String> = layer
+            .params()
+            .iter()
+            .map(|spec| graph.weight(weights, &spec.name))
+            .collect();
+        let inputs: Vec<&str> = std::iter::once(x.as_str())
+            .chain(params.iter().map(String::as_str))
+            .collect();
+        x = match layer {
+            Layer::Conv {
+                kernel, padding, ..
+            } => {
+                let (k, p) = (*kernel as i64, *padding as i64);
+                graph.node(
                     "Conv",
                     &inputs,
                     &[
@@ -210,45 +206,32 @@ pub fn export(config: &ModelConfig, weights: &Weights) -> Vec<u8> {
                         ("pads", Attribute::Ints(vec![p, p, p, p])),
                         ("strides", Attribute::Ints(vec![1, 1])),
                     ],
-                );
-                if cnn.batch_norm {
-                    let bn = format!("bn{}", i + 1);
-                    let params: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
-                        .iter()
-                        .map(|p| graph.weight(weights, &format!("{bn}.{p}")))
-                        .collect();
-                    x = graph.node(
-                        "BatchNormalization",
-                        &[&x, &params[0], &params[1], &params[2], &params[3]],
-                        &[("epsilon", Attribute::Float(1e-5))],
-                    );
-                }
-                x = graph.activation(cnn.activation, &x);
-                if layer.pool {
-                    x = graph.node(
-                        "MaxPool",
-                        &[&x],
-                        &[
-                            ("kernel_shape", Attribute::Ints(vec![2, 2])),
-                            ("strides", Attribute::Ints(vec![2, 2])),
-                        ],
-                    );
-                }
+                )
             }
-            x = graph.node("Flatten", &[&x], &[("axis", Attribute::Int(1))]);
-            let layers = cnn.hidden.len() + 1;
-            for i in 0..layers {
-                let name = if i + 1 == layers {
-                    "output".to_string()
-                } else {
-                    format!("fc{}", i + 1)
+            Layer::BatchNorm { .. } => graph.node(
+                "BatchNormalization",
+                &inputs,
+                &[("epsilon", Attribute::Float(BATCH_NORM_EPSILON as f32))],
+            ),
+            Layer::Activation(activation) => graph.activation(*activation, &x),
+            Layer::Pool(pooling) => {
+                let op = match pooling {
+                    Pooling::Max => "MaxPool",
+                    Pooling::Average => "AveragePool",
                 };
-                if i > 0 {
-                    x = graph.activation(cnn.activation, &x);
-                }
-                x = graph.linear(weights, &name, &x);
+                graph.node(
+                    op,
+                    &inputs,
+                    &[
+                        ("kernel_shape", Attribute::Ints(vec![2, 2])),
+                        ("strides", Attribute::Ints(vec![2, 2])),
+                    ],
+                )
             }
-        }
+            Layer::Flatten => graph.node("Flatten", &inputs, &[("axis", Attribute::Int(1))]),
+            Layer::Dropout(_) => continue,
+            Layer::Linear { .. } => graph.node("Gemm", &inputs, &[("transB", Attribute::Int(1))]),
+        };
     }
     // Name the last value `logits` with an Identity, so the output name is stable.
     let mut last = Message::default();
@@ -284,6 +267,7 @@ pub fn export(config: &ModelConfig, weights: &Weights) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ModelConfig;
 
     #[test]
     fn varints_are_little_endian_groups_of_seven_bits() {
@@ -297,8 +281,8 @@ mod tests {
 
     #[test]
     fn the_model_names_its_opset_input_and_output() {
-        let config = ModelConfig::default();
-        let bytes = export(&config, &config.initial_weights(0));
+        let plan = ModelConfig::default().plan().unwrap();
+        let bytes = export(&plan, &plan.initial_weights(0));
         let text = String::from_utf8_lossy(&bytes);
         for needle in [
             "images",

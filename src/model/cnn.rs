@@ -20,31 +20,41 @@
 //!         return self.output(self.dropout(x))
 //! ```
 
-use burn::module::RunningState;
-use burn::nn::conv::Conv2d;
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d};
-use burn::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::layers::{self, Normalization, ParamIds, PyTorchInit, Reading};
-use super::mlp::Activation;
-use super::weights::{self, Weights, WeightsError};
-use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-
-/// PyTorch's `BatchNorm2d` defaults.
-const BATCH_NORM_EPSILON: f64 = 1e-5;
-const BATCH_NORM_MOMENTUM: f64 = 0.1;
+use super::layers::Normalization;
+use super::plan::{Activation, Plan, PlanBuilder, PlanError, Pooling};
+use crate::data::NUM_CLASSES;
 
 /// One convolution: `channels` square `kernel`s, zero `padding` on each side, stride 1,
-/// followed by batch norm (if the network has it), the activation and, if `pool`, a 2x2 max
+/// followed by batch norm (if the network has it), the activation and, if `pool`, a 2x2
 /// pooling.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvLayer {
     pub channels: usize,
     pub kernel: usize,
     pub padding: usize,
-    pub pool: bool,
+    /// Saved as `"max"`, `"average"` or `null`; configs written before average pooling
+    /// existed say `true` (max) or `false`.
+    #[serde(deserialize_with = "pooling_or_flag")]
+    pub pool: Option<Pooling>,
+}
+
+/// Reads `pool` in either form.
+fn pooling_or_flag<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Pooling>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Saved {
+        Flag(bool),
+        Kind(Option<Pooling>),
+    }
+    Ok(match Saved::deserialize(deserializer)? {
+        Saved::Flag(true) => Some(Pooling::Max),
+        Saved::Flag(false) => None,
+        Saved::Kind(kind) => kind,
+    })
 }
 
 /// The shape of a convolutional network: convolutions, then fully connected layers.
@@ -72,7 +82,7 @@ impl CnnConfig {
             channels,
             kernel: 5,
             padding,
-            pool: true,
+            pool: Some(Pooling::Max),
         };
         Self {
             conv: vec![conv(6, 2), conv(16, 0)],
@@ -93,7 +103,7 @@ impl CnnConfig {
             channels,
             kernel: 3,
             padding: 1,
-            pool: true,
+            pool: Some(Pooling::Max),
         };
         Self {
             conv: vec![conv(32), conv(64)],
@@ -111,11 +121,11 @@ impl CnnConfig {
     /// arithmetic per image; twice these widths cost 4 times more for under a point at five
     /// epochs (92.4% against 91.3% on Fashion-MNIST, measured on a GPU).
     pub fn large() -> Self {
-        let conv = |channels, pool| ConvLayer {
+        let conv = |channels, pool: bool| ConvLayer {
             channels,
             kernel: 3,
             padding: 1,
-            pool,
+            pool: pool.then_some(Pooling::Max),
         };
         Self {
             conv: vec![
@@ -132,117 +142,34 @@ impl CnnConfig {
         }
     }
 
-    /// Channels and side of the feature map after each convolution block, or why the
-    /// layers do not fit a 28x28 image.
-    fn feature_maps(&self) -> Result<Vec<(usize, usize)>, WeightsError> {
-        let mut side = IMAGE_SIDE;
-        let mut maps = Vec::new();
+    /// The layers: `conv1`, `bn1`, ... then `fc1`, ..., `output`, as in the module docs.
+    pub fn plan(&self) -> Result<Plan, PlanError> {
+        let mut plan = PlanBuilder::new(self.normalization);
         for (i, layer) in self.conv.iter().enumerate() {
-            // A config read from disk may hold anything: kernels wider than the image or
-            // padding as wide as the kernel are refused before any size is computed from them.
-            if layer.kernel > IMAGE_SIDE || layer.padding >= layer.kernel.max(1) {
-                return Err(WeightsError::Architecture(format!(
-                    "convolution {}: kernel {} with padding {} (kernels are at most {IMAGE_SIDE} \
-                     wide, padding smaller than the kernel)",
-                    i + 1,
-                    layer.kernel,
-                    layer.padding
-                )));
-            }
-            let padded = side + 2 * layer.padding;
-            if layer.channels == 0 || layer.kernel == 0 || layer.kernel > padded {
-                return Err(WeightsError::Architecture(format!(
-                    "convolution {} ({} channels, kernel {}) does not fit a {side}x{side} input",
-                    i + 1,
-                    layer.channels,
-                    layer.kernel
-                )));
-            }
-            side = padded - layer.kernel + 1;
-            if layer.pool {
-                side /= 2;
-            }
-            if side == 0 {
-                return Err(WeightsError::Architecture(format!(
-                    "nothing is left of the image after convolution {}",
-                    i + 1
-                )));
-            }
-            maps.push((layer.channels, side));
-        }
-        Ok(maps)
-    }
-
-    /// `(name, [inputs, outputs])` of each fully connected layer.
-    fn linear_layers(&self) -> Result<Vec<(String, [usize; 2])>, WeightsError> {
-        let (channels, side) = self
-            .feature_maps()?
-            .last()
-            .copied()
-            .unwrap_or((1, IMAGE_SIDE));
-        let features = channels.checked_mul(side * side).ok_or_else(|| {
-            WeightsError::Architecture(format!("{channels} channels is too many"))
-        })?;
-        let widths: Vec<usize> = std::iter::once(features)
-            .chain(self.hidden.iter().copied())
-            .chain(std::iter::once(NUM_CLASSES))
-            .collect();
-        let count = widths.len() - 1;
-        Ok((0..count)
-            .map(|i| {
-                let name = if i + 1 == count {
-                    "output".to_string()
-                } else {
-                    format!("fc{}", i + 1)
-                };
-                (name, [widths[i], widths[i + 1]])
-            })
-            .collect())
-    }
-
-    /// Fresh weights as PyTorch draws them (batch norm: scale 1, shift 0, running mean 0 and
-    /// variance 1).
-    pub fn initial_weights(&self, seed: u64) -> Weights {
-        let mut init = PyTorchInit::new(seed);
-        let mut inputs = 1;
-        for (i, layer) in self.conv.iter().enumerate() {
-            let name = format!("conv{}", i + 1);
-            init.layer(
-                &name,
-                vec![layer.channels, inputs, layer.kernel, layer.kernel],
-            );
+            // Batch norm's shift makes a convolution's bias redundant.
+            plan = plan.conv(
+                &format!("conv{}", i + 1),
+                layer.channels,
+                layer.kernel,
+                layer.padding,
+                !self.batch_norm,
+            )?;
             if self.batch_norm {
-                init.weights.remove(&format!("{name}.bias"));
-                let bn = format!("bn{}", i + 1);
-                init.constant(&format!("{bn}.weight"), layer.channels, 1.0);
-                init.constant(&format!("{bn}.bias"), layer.channels, 0.0);
-                init.constant(&format!("{bn}.running_mean"), layer.channels, 0.0);
-                init.constant(&format!("{bn}.running_var"), layer.channels, 1.0);
+                plan = plan.batch_norm(&format!("bn{}", i + 1));
             }
-            inputs = layer.channels;
+            plan = plan.activation(self.activation);
+            if let Some(pooling) = layer.pool {
+                plan = plan.pool(pooling)?;
+            }
         }
-        for (name, [inputs, outputs]) in self.linear_layers().unwrap_or_default() {
-            init.layer(&name, vec![outputs, inputs]);
+        plan = plan.flatten()?.dropout(self.dropout)?;
+        for (i, &width) in self.hidden.iter().enumerate() {
+            plan = plan
+                .linear(&format!("fc{}", i + 1), width)?
+                .activation(self.activation)
+                .dropout(self.dropout)?;
         }
-        init.weights
-    }
-
-    /// Trainable parameters (batch norm's running statistics are not).
-    pub fn parameter_count(&self) -> usize {
-        let mut inputs = 1;
-        let mut count = 0;
-        for layer in &self.conv {
-            count += layer.channels * inputs * layer.kernel * layer.kernel;
-            count += if self.batch_norm { 2 } else { 1 } * layer.channels;
-            inputs = layer.channels;
-        }
-        let linear: usize = self
-            .linear_layers()
-            .unwrap_or_default()
-            .iter()
-            .map(|(_, [i, o])| i * o + o)
-            .sum();
-        count + linear
+        Ok(plan.linear("output", NUM_CLASSES)?.finish())
     }
 
     /// e.g. `cnn conv32k3p-conv64k3p bn fc128 dropout0.25`.
@@ -251,12 +178,12 @@ impl CnnConfig {
             .conv
             .iter()
             .map(|l| {
-                format!(
-                    "conv{}k{}{}",
-                    l.channels,
-                    l.kernel,
-                    if l.pool { "p" } else { "" }
-                )
+                let pool = match l.pool {
+                    Some(Pooling::Max) => "p",
+                    Some(Pooling::Average) => "a",
+                    None => "",
+                };
+                format!("conv{}k{}{pool}", l.channels, l.kernel)
             })
             .collect();
         let mut parts = vec!["cnn".to_string(), conv.join("-")];
@@ -270,176 +197,4 @@ impl CnnConfig {
         }
         parts.join(" ")
     }
-}
-
-/// A convolution with what follows it.
-#[derive(Module, Debug)]
-struct ConvBlock {
-    conv: Conv2d,
-    norm: Option<BatchNorm>,
-    pool: Option<MaxPool2d>,
-}
-
-/// The network itself.
-#[derive(Module, Debug)]
-pub struct Cnn {
-    blocks: Vec<ConvBlock>,
-    linears: Vec<Linear>,
-    dropout: Dropout,
-    #[module(skip)]
-    activation: Activation,
-    #[module(skip)]
-    normalization: Option<Normalization>,
-}
-
-impl Cnn {
-    /// Builds the network from weights in PyTorch's layout, refusing any that do not fit.
-    pub fn from_weights(
-        config: &CnnConfig,
-        mut weights: Weights,
-        device: &Device,
-    ) -> Result<Self, WeightsError> {
-        let dropout = layers::dropout(config.dropout)?;
-        // Checks the whole geometry before any tensor is taken.
-        let linear_layers = config.linear_layers()?;
-        let mut ids = ParamIds::default();
-        let mut blocks = Vec::new();
-        let mut inputs = 1;
-        for (i, layer) in config.conv.iter().enumerate() {
-            let name = format!("conv{}", i + 1);
-            let k = layer.kernel;
-            let shape = [layer.channels, inputs, k, k];
-            let weight = layers::tensor(&mut weights, &format!("{name}.weight"), shape, device)?;
-            let bias = if config.batch_norm {
-                None
-            } else {
-                let bias =
-                    layers::tensor(&mut weights, &format!("{name}.bias"), [shape[0]], device)?;
-                Some(ids.param(bias))
-            };
-            let p = layer.padding;
-            let conv = Conv2d {
-                weight: ids.param(weight),
-                bias,
-                stride: [1, 1],
-                kernel_size: [k, k],
-                dilation: [1, 1],
-                groups: 1,
-                padding: PaddingConfig2d::Explicit(p, p, p, p),
-            };
-            let norm = if config.batch_norm {
-                Some(batch_norm(
-                    &mut weights,
-                    &format!("bn{}", i + 1),
-                    layer.channels,
-                    &mut ids,
-                    device,
-                )?)
-            } else {
-                None
-            };
-            let pool = layer
-                .pool
-                .then(|| MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init());
-            blocks.push(ConvBlock { conv, norm, pool });
-            inputs = layer.channels;
-        }
-        let linears = linear_layers
-            .into_iter()
-            .map(|(name, shape)| layers::linear(&mut weights, &name, shape, &mut ids, device))
-            .collect::<Result<Vec<_>, _>>()?;
-        weights::ensure_consumed(&weights)?;
-        Ok(Self {
-            blocks,
-            linears,
-            dropout,
-            activation: config.activation,
-            normalization: config.normalization,
-        })
-    }
-
-    /// `[N, 1, 28, 28]` images to `[N, 10]` logits.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = Normalization::apply(self.normalization, images);
-        for block in &self.blocks {
-            x = block.conv.forward(x);
-            if let Some(norm) = &block.norm {
-                x = norm.forward(x);
-            }
-            x = self.activation.apply(x);
-            if let Some(pool) = &block.pool {
-                x = pool.forward(x);
-            }
-        }
-        let [n, c, h, w] = x.dims();
-        let mut x = x.reshape([n, c * h * w]);
-        for (i, layer) in self.linears.iter().enumerate() {
-            if i > 0 {
-                x = self.activation.apply(x);
-            }
-            x = layer.forward(self.dropout.forward(x));
-        }
-        x
-    }
-
-    /// The weights (or their gradients) under the names of the module docs.
-    pub(crate) fn read(&self, config: &CnnConfig, reading: Reading) -> Weights {
-        let mut out = Weights::new();
-        for (i, block) in self.blocks.iter().enumerate() {
-            let conv = format!("conv{}", i + 1);
-            reading.insert(
-                &mut out,
-                &format!("{conv}.weight"),
-                reading.read(&block.conv.weight),
-            );
-            if let Some(bias) = &block.conv.bias {
-                reading.insert(&mut out, &format!("{conv}.bias"), reading.read(bias));
-            }
-            if let Some(norm) = &block.norm {
-                let bn = format!("bn{}", i + 1);
-                reading.insert(&mut out, &format!("{bn}.weight"), reading.read(&norm.gamma));
-                reading.insert(&mut out, &format!("{bn}.bias"), reading.read(&norm.beta));
-                if matches!(reading, Reading::Values) {
-                    reading.insert(
-                        &mut out,
-                        &format!("{bn}.running_mean"),
-                        Some(norm.running_mean.value()),
-                    );
-                    reading.insert(
-                        &mut out,
-                        &format!("{bn}.running_var"),
-                        Some(norm.running_var.value()),
-                    );
-                }
-            }
-        }
-        let names = config.linear_layers().unwrap_or_default();
-        for ((name, _), layer) in names.iter().zip(&self.linears) {
-            layers::read_linear(layer, name, reading, &mut out);
-        }
-        out
-    }
-}
-
-/// Batch norm `name` with PyTorch's defaults, from its four tensors.
-fn batch_norm(
-    weights: &mut Weights,
-    name: &str,
-    channels: usize,
-    ids: &mut ParamIds,
-    device: &Device,
-) -> Result<BatchNorm, WeightsError> {
-    let mut take =
-        |suffix: &str| layers::tensor(weights, &format!("{name}.{suffix}"), [channels], device);
-    let (gamma, beta) = (take("weight")?, take("bias")?);
-    let (mean, var) = (take("running_mean")?, take("running_var")?);
-    let mut norm = burn::nn::BatchNormConfig::new(channels)
-        .with_epsilon(BATCH_NORM_EPSILON)
-        .with_momentum(BATCH_NORM_MOMENTUM)
-        .init(device);
-    norm.gamma = ids.param(gamma);
-    norm.beta = ids.param(beta);
-    norm.running_mean = RunningState::new(mean);
-    norm.running_var = RunningState::new(var);
-    Ok(norm)
 }

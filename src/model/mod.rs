@@ -1,21 +1,27 @@
 //! Models: a digit classifier built from a config that is saved beside its weights, so any
 //! saved run can be rebuilt exactly.
+//!
+//! A config ([`MlpConfig`], [`CnnConfig`]) says what a user chose; its [`plan`] lays that out
+//! as layers with PyTorch's names and shapes, and everything that builds, runs, counts or
+//! exports a network walks the plan.
 
 pub mod cnn;
 mod layers;
 pub mod mlp;
+mod network;
+pub mod plan;
 pub mod weights;
 
 use burn::prelude::*;
-use burn::tensor::{Gradients, activation};
+use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
-pub use cnn::{Cnn, CnnConfig, ConvLayer};
+pub use cnn::{CnnConfig, ConvLayer};
 pub use layers::Normalization;
-pub use mlp::{Activation, Mlp, MlpConfig};
+pub use mlp::MlpConfig;
+pub use network::Model;
+pub use plan::{Activation, Layer, Plan, PlanError, Pooling};
 pub use weights::{NamedTensor, Weights, WeightsError};
-
-use layers::Reading;
 
 /// Which architecture, and its shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,20 +86,25 @@ impl ModelKind {
 }
 
 impl ModelConfig {
-    /// Fresh weights, reproducible from `seed`.
-    pub fn initial_weights(&self, seed: u64) -> Weights {
+    /// The layers, or why the config does not describe a network for 28x28 digits.
+    pub fn plan(&self) -> Result<Plan, PlanError> {
         match self {
-            ModelConfig::Mlp(config) => config.initial_weights(seed),
-            ModelConfig::Cnn(config) => config.initial_weights(seed),
+            ModelConfig::Mlp(config) => config.plan(),
+            ModelConfig::Cnn(config) => config.plan(),
         }
     }
 
-    /// Trainable parameters.
+    /// Fresh weights, reproducible from `seed`; none if the config does not describe a
+    /// network (building a model from them then says why).
+    pub fn initial_weights(&self, seed: u64) -> Weights {
+        self.plan()
+            .map(|plan| plan.initial_weights(seed))
+            .unwrap_or_default()
+    }
+
+    /// Trainable parameters; 0 if the config does not describe a network.
     pub fn parameter_count(&self) -> usize {
-        match self {
-            ModelConfig::Mlp(config) => config.parameter_count(),
-            ModelConfig::Cnn(config) => config.parameter_count(),
-        }
+        self.plan().map_or(0, |plan| plan.parameter_count())
     }
 
     /// The input standardisation built into the model, if any.
@@ -128,59 +139,6 @@ impl ModelConfig {
                 text
             }
             ModelConfig::Cnn(config) => config.describe(),
-        }
-    }
-}
-
-/// A digit classifier: images in, ten logits out.
-#[derive(Module, Debug)]
-pub enum Model {
-    Mlp(Mlp),
-    Cnn(Cnn),
-}
-
-impl Model {
-    /// A new, untrained model.
-    pub fn init(config: &ModelConfig, seed: u64, device: &Device) -> Self {
-        Self::from_weights(config, config.initial_weights(seed), device)
-            .expect("freshly drawn weights fit their own architecture")
-    }
-
-    /// A model with the given weights, which must fit the architecture exactly.
-    pub fn from_weights(
-        config: &ModelConfig,
-        weights: Weights,
-        device: &Device,
-    ) -> Result<Self, WeightsError> {
-        match config {
-            ModelConfig::Mlp(config) => Ok(Model::Mlp(Mlp::from_weights(config, weights, device)?)),
-            ModelConfig::Cnn(config) => Ok(Model::Cnn(Cnn::from_weights(config, weights, device)?)),
-        }
-    }
-
-    /// `[N, 1, 28, 28]` images with pixels in [0, 1] to `[N, 10]` logits.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        match self {
-            Model::Mlp(mlp) => mlp.forward(images),
-            Model::Cnn(cnn) => cnn.forward(images),
-        }
-    }
-
-    /// The weights, in PyTorch's layout and names.
-    pub fn weights(&self, config: &ModelConfig) -> Weights {
-        self.read(config, Reading::Values)
-    }
-
-    /// The gradients of each weight after a backward pass, named as [`Model::weights`].
-    pub fn gradients(&self, config: &ModelConfig, grads: &Gradients) -> Weights {
-        self.read(config, Reading::Gradients(grads))
-    }
-
-    fn read(&self, config: &ModelConfig, reading: Reading) -> Weights {
-        match (self, config) {
-            (Model::Mlp(mlp), ModelConfig::Mlp(config)) => mlp.read(config, reading),
-            (Model::Cnn(cnn), ModelConfig::Cnn(config)) => cnn.read(config, reading),
-            _ => panic!("a model is read with the config it was built from"),
         }
     }
 }

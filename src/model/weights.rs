@@ -48,8 +48,8 @@ pub enum WeightsError {
     UnexpectedTensor { name: String },
     #[error("tensor '{name}' holds a value that is not finite")]
     NotFinite { name: String },
-    #[error("the architecture is invalid: {0}")]
-    Architecture(String),
+    #[error("the architecture is invalid")]
+    Architecture(#[from] super::plan::PlanError),
     #[error("cannot encode weights: {0}")]
     Encode(String),
 }

@@ -9,7 +9,8 @@
 
 use crate::data::{Batch, IMAGE_PIXELS, NUM_CLASSES};
 use crate::model::{
-    Activation, MlpConfig, ModelConfig, NamedTensor, Normalization, Weights, WeightsError, weights,
+    Activation, Layer, ModelConfig, NamedTensor, Normalization, Plan, Weights, WeightsError,
+    weights,
 };
 
 use super::{OptimizerKind, TrainConfig};
@@ -74,7 +75,7 @@ impl Dense {
 /// An MLP being trained on the fused path.
 pub(crate) struct FusedMlp {
     layers: Vec<Dense>,
-    activation: Activation,
+    activation: DenseActivation,
     normalization: Option<Normalization>,
     optimizer: OptimizerKind,
     /// Adam steps taken (its bias correction needs them).
@@ -85,16 +86,69 @@ pub(crate) struct FusedMlp {
     deltas: Vec<Vec<f32>>,
 }
 
+/// The layers of a plan that the fused path computes: flatten, then fully connected layers
+/// with one ReLU or sigmoid between each, and no dropout.
+pub(crate) struct DenseStack {
+    /// `(name, inputs, outputs)` of each layer.
+    layers: Vec<(String, usize, usize)>,
+    activation: DenseActivation,
+    normalization: Option<Normalization>,
+}
+
+/// The activations this path differentiates (from its stored outputs, which GELU's
+/// derivative cannot be computed from).
+#[derive(Clone, Copy, PartialEq)]
+enum DenseActivation {
+    Relu,
+    Sigmoid,
+}
+
+impl DenseStack {
+    fn of(plan: &Plan) -> Option<Self> {
+        let [Layer::Flatten, rest @ ..] = plan.layers() else {
+            return None;
+        };
+        let mut layers = Vec::new();
+        let mut activation = None;
+        for (i, layer) in rest.iter().enumerate() {
+            match (i % 2, layer) {
+                (
+                    0,
+                    Layer::Linear {
+                        name,
+                        inputs,
+                        outputs,
+                    },
+                ) => layers.push((name.clone(), *inputs, *outputs)),
+                (1, Layer::Activation(f)) => {
+                    let f = match f {
+                        Activation::Relu => DenseActivation::Relu,
+                        Activation::Sigmoid => DenseActivation::Sigmoid,
+                        Activation::Gelu => return None,
+                    };
+                    if activation.is_some_and(|a| a != f) {
+                        return None;
+                    }
+                    activation = Some(f);
+                }
+                _ => return None,
+            }
+        }
+        Some(Self {
+            layers,
+            activation: activation.unwrap_or(DenseActivation::Relu),
+            normalization: plan.normalization(),
+        })
+    }
+}
+
 impl FusedMlp {
-    /// Whether this path computes what Burn's would for this run.
+    /// The network's layers if this path computes what Burn's would for this run.
     pub fn applies(
         model: &ModelConfig,
         config: &TrainConfig,
         device: &burn::tensor::Device,
-    ) -> bool {
-        let ModelConfig::Mlp(mlp) = model else {
-            return false;
-        };
+    ) -> Option<DenseStack> {
         let optimizer = match config.optimizer {
             OptimizerKind::Adam => config.weight_decay.unwrap_or(0.0) == 0.0,
             OptimizerKind::Sgd => {
@@ -102,32 +156,26 @@ impl FusedMlp {
             }
             OptimizerKind::AdamW => false,
         };
-        optimizer
+        let applies = optimizer
             && config.engine == super::EngineChoice::Auto
-            && mlp.dropout == 0.0
             && config.label_smoothing == 0.0
             && config.not_digits == 0.0
-            && *device == burn::tensor::Device::flex()
+            && *device == burn::tensor::Device::flex();
+        model
+            .plan()
+            .ok()
+            .filter(|_| applies)
+            .and_then(|plan| DenseStack::of(&plan))
     }
 
     pub fn new(
-        config: &MlpConfig,
+        stack: DenseStack,
         mut weights: Weights,
         optimizer: OptimizerKind,
     ) -> Result<Self, WeightsError> {
-        let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
-            .chain(config.hidden.iter().copied())
-            .chain(std::iter::once(NUM_CLASSES))
-            .collect();
-        let count = widths.len() - 1;
+        let count = stack.layers.len();
         let mut layers = Vec::with_capacity(count);
-        for i in 0..count {
-            let name = if i + 1 == count {
-                "output".to_string()
-            } else {
-                format!("hidden{}", i + 1)
-            };
-            let (inputs, outputs) = (widths[i], widths[i + 1]);
+        for (name, inputs, outputs) in stack.layers {
             let mut params =
                 weights::take(&mut weights, &format!("{name}.weight"), &[outputs, inputs])?;
             params.extend(weights::take(
@@ -156,8 +204,8 @@ impl FusedMlp {
             outputs: vec![Vec::new(); count + 1],
             deltas: vec![Vec::new(); count + 1],
             layers,
-            activation: config.activation,
-            normalization: config.normalization,
+            activation: stack.activation,
+            normalization: stack.normalization,
             optimizer,
             steps: 0,
         })
@@ -191,8 +239,8 @@ impl FusedMlp {
                 row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
                 if i < last {
                     match self.activation {
-                        Activation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
-                        Activation::Sigmoid => {
+                        DenseActivation::Relu => row.iter_mut().for_each(|v| *v = v.max(0.0)),
+                        DenseActivation::Sigmoid => {
                             row.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()))
                         }
                     }
@@ -253,12 +301,12 @@ impl FusedMlp {
                     delta_in,
                 );
                 match self.activation {
-                    Activation::Relu => delta_in.iter_mut().zip(x).for_each(|(d, &a)| {
+                    DenseActivation::Relu => delta_in.iter_mut().zip(x).for_each(|(d, &a)| {
                         if a <= 0.0 {
                             *d = 0.0
                         }
                     }),
-                    Activation::Sigmoid => delta_in
+                    DenseActivation::Sigmoid => delta_in
                         .iter_mut()
                         .zip(x)
                         .for_each(|(d, &a)| *d *= a * (1.0 - a)),

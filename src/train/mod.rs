@@ -453,11 +453,9 @@ impl Trainer {
         config: TrainConfig,
         device: &Device,
     ) -> Result<Self, WeightsError> {
-        let engine = match &model_config {
-            ModelConfig::Mlp(mlp) if FusedMlp::applies(&model_config, &config, device) => {
-                Engine::Fused(FusedMlp::new(mlp, weights, config.optimizer)?)
-            }
-            _ => Self::burn_engine(&model_config, weights, &config, device)?,
+        let engine = match FusedMlp::applies(&model_config, &config, device) {
+            Some(stack) => Engine::Fused(FusedMlp::new(stack, weights, config.optimizer)?),
+            None => Self::burn_engine(&model_config, weights, &config, device)?,
         };
         Ok(Self {
             engine,
@@ -576,7 +574,7 @@ impl Trainer {
     /// update behind (Burn merges each thread's latest update only when the model is copied).
     pub fn weights(&self) -> Weights {
         match &self.engine {
-            Engine::Burn { .. } => self.model().weights(&self.model_config),
+            Engine::Burn { .. } => self.model().weights(),
             Engine::Fused(fused) => fused.tensors(false),
         }
     }
@@ -603,7 +601,7 @@ impl Trainer {
                 let loss = Self::burn_loss(model, loss, batch, &[], &self.device);
                 let value = loss.clone().into_scalar::<f32>();
                 let grads = loss.backward();
-                (value, model.gradients(&self.model_config, &grads))
+                (value, model.gradients(&grads))
             }
             Engine::Fused(fused) => {
                 let value = fused.backward(batch);
