@@ -9,7 +9,9 @@ use burn::tensor::Device;
 use digits::data::{Dataset, Split};
 use digits::eval;
 use digits::interop;
-use digits::model::{Model, ModelConfig, ModelKind, Normalization, weights};
+use digits::model::{
+    Activation, CnnConfig, Model, ModelConfig, ModelKind, Normalization, Pooling, weights,
+};
 use digits::run::{RunConfig, RunDir};
 use digits::train::{Quiet, TrainConfig};
 
@@ -158,9 +160,8 @@ fn import_makes_a_run_that_eval_reads_and_export_writes_it_back() {
 
 /// A briefly trained model of `kind`, with the input normalisation of the best preset, saved
 /// as a run in `dir`.
-fn trained_run(kind: ModelKind, dir: &Path) -> (RunConfig, Model) {
+fn trained_run(mut model: ModelConfig, dir: &Path) -> (RunConfig, Model) {
     let train = Dataset::lite(Split::Train).truncated(320);
-    let mut model = kind.config();
     *model.normalization_mut() = Some(Normalization {
         mean: 0.13,
         std: 0.31,
@@ -199,7 +200,7 @@ fn every_architecture_survives_export_and_import_with_identical_predictions() {
         ModelKind::CnnLarge,
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let (run, model) = trained_run(kind, &dir.path().join("run"));
+        let (run, model) = trained_run(kind.config(), &dir.path().join("run"));
         let bytes = interop::export_state_dict(model.plan(), &model.weights()).unwrap();
         let file = dir.path().join("exported.safetensors");
         std::fs::write(&file, bytes).unwrap();
@@ -295,15 +296,22 @@ fn exported_files_give_digits_logits_in_pytorch_and_onnxruntime() {
     let pixels: Vec<u8> = (0..test.len())
         .flat_map(|i| test.image(i).to_vec())
         .collect();
-    for kind in [
-        ModelKind::Mlp,
-        ModelKind::Lenet5,
-        ModelKind::Cnn,
-        ModelKind::CnnLarge,
-    ] {
+    // Every built-in architecture, and the layer kinds no built-in one uses.
+    let mut gelu_average_pooling = CnnConfig::lenet5();
+    gelu_average_pooling.activation = Activation::Gelu;
+    gelu_average_pooling.conv[0].pool = Some(Pooling::Average);
+    let configs = [
+        ModelKind::Mlp.config(),
+        ModelKind::Lenet5.config(),
+        ModelKind::Cnn.config(),
+        ModelKind::CnnLarge.config(),
+        ModelConfig::Cnn(gelu_average_pooling),
+    ];
+    for config in configs {
+        let kind = config.describe();
         let dir = tempfile::tempdir().unwrap();
         let run_dir = dir.path().join("run");
-        let (_, model) = trained_run(kind, &run_dir);
+        let (_, model) = trained_run(config, &run_dir);
         for (format, file) in [("pytorch", "model.safetensors"), ("onnx", "model.onnx")] {
             let output = common::digits(
                 dir.path(),
@@ -337,10 +345,10 @@ fn exported_files_give_digits_logits_in_pytorch_and_onnxruntime() {
             .output()
             .unwrap();
         let report = String::from_utf8_lossy(&output.stdout);
-        eprintln!("{kind:?}: {report}");
+        eprintln!("{kind}: {report}");
         assert!(
             output.status.success(),
-            "{kind:?}: {report}\n{}",
+            "{kind}: {report}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
     }

@@ -231,3 +231,64 @@ fn the_hand_written_benchmark_reference_takes_the_same_three_adam_steps() {
         );
     }
 }
+
+/// The layer kinds added with the network plan, GELU and average pooling, on Burn's path
+/// against PyTorch (`tests/python/make_layer_reference.py` made the values).
+#[test]
+fn gelu_and_average_pooling_match_pytorch_forward_backward_and_adam() {
+    use digits::model::{CnnConfig, ConvLayer, Pooling};
+    let path = fixture("gelu_avgpool_adam.safetensors");
+    let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
+    let conv = |channels, pool| ConvLayer {
+        channels,
+        kernel: 3,
+        padding: 1,
+        pool: Some(pool),
+    };
+    let model = ModelConfig::Cnn(CnnConfig {
+        conv: vec![conv(4, Pooling::Average), conv(8, Pooling::Max)],
+        batch_norm: false,
+        hidden: vec![16],
+        activation: Activation::Gelu,
+        dropout: 0.0,
+        normalization: None,
+    });
+    let config = TrainConfig {
+        optimizer: OptimizerKind::Adam,
+        lr: 0.01,
+        ..TrainConfig::default()
+    };
+    let mut trainer = Trainer::new(model, with_prefix("init."), config, &Device::flex()).unwrap();
+    for step in 0..2 {
+        let batch = reference_batch(&fixture("mlp_relu_adam.safetensors"), step);
+        let values = with_prefix(&format!("step{step}."));
+        let logits = logits_of(&trainer.model(), &batch);
+        assert_close(
+            &format!("step{step} logits"),
+            &logits,
+            &values["logits"],
+            1e-5,
+        );
+        let (loss, gradients) = trainer.gradients(&batch);
+        let reference_loss = values["loss"].values[0];
+        assert!(
+            ((loss - reference_loss) / reference_loss).abs() <= 1e-5,
+            "step{step} loss {loss} vs {reference_loss}"
+        );
+        let grad = format!("step{step} grad");
+        assert_all_close(
+            &grad,
+            &gradients,
+            &with_prefix(&format!("{grad}.").replace(' ', ".")),
+            1e-4,
+        );
+        trainer.step(&batch);
+        let after = with_prefix(&format!("step{step}.after."));
+        assert_all_close(
+            &format!("step{step} after"),
+            &trainer.weights(),
+            &after,
+            1e-4,
+        );
+    }
+}

@@ -22,8 +22,13 @@ import torch
 from torch import nn
 
 
+ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu}
+# `pool` in a run's config: "max", "average" or null; true/false before average pooling.
+POOLS = {True: nn.functional.max_pool2d, "max": nn.functional.max_pool2d, "average": nn.functional.avg_pool2d}
+
+
 class Net(nn.Module):
-    """The tutorial's network (`hidden` widths, ReLU or sigmoid)."""
+    """The tutorial's network (`hidden` widths, ReLU, sigmoid or GELU)."""
 
     def __init__(self, hidden, activation):
         super().__init__()
@@ -32,7 +37,7 @@ class Net(nn.Module):
             setattr(self, f"hidden{i + 1}", nn.Linear(a, b))
         self.output = nn.Linear(widths[-1], 10)
         self.layers = len(hidden)
-        self.activation = torch.relu if activation == "relu" else torch.sigmoid
+        self.activation = ACTIVATIONS[activation]
 
     def forward(self, x):
         x = x.flatten(1)
@@ -62,7 +67,7 @@ class Cnn(nn.Module):
         for i, (a, b) in enumerate(zip(widths, widths[1:])):
             setattr(self, f"fc{i + 1}", nn.Linear(a, b))
         self.output = nn.Linear(widths[-1], 10)
-        self.activation = torch.relu if config["activation"] == "relu" else torch.sigmoid
+        self.activation = ACTIVATIONS[config["activation"]]
 
     def forward(self, x):
         for i, layer in enumerate(self.config["conv"]):
@@ -71,7 +76,7 @@ class Cnn(nn.Module):
                 x = getattr(self, f"bn{i + 1}")(x)
             x = self.activation(x)
             if layer["pool"]:
-                x = nn.functional.max_pool2d(x, 2)
+                x = POOLS[layer["pool"]](x, 2)
         x = x.flatten(1)
         for i in range(len(self.config["hidden"])):
             x = self.activation(getattr(self, f"fc{i + 1}")(x))
