@@ -171,30 +171,4 @@ impl CnnConfig {
         }
         Ok(plan.linear("output", NUM_CLASSES)?.finish())
     }
-
-    /// e.g. `cnn conv32k3p-conv64k3p bn fc128 dropout0.25`.
-    pub fn describe(&self) -> String {
-        let conv: Vec<String> = self
-            .conv
-            .iter()
-            .map(|l| {
-                let pool = match l.pool {
-                    Some(Pooling::Max) => "p",
-                    Some(Pooling::Average) => "a",
-                    None => "",
-                };
-                format!("conv{}k{}{pool}", l.channels, l.kernel)
-            })
-            .collect();
-        let mut parts = vec!["cnn".to_string(), conv.join("-")];
-        if self.batch_norm {
-            parts.push("bn".into());
-        }
-        parts.extend(self.hidden.iter().map(|w| format!("fc{w}")));
-        parts.push(self.activation.as_str().into());
-        if self.dropout > 0.0 {
-            parts.push(format!("dropout{}", self.dropout));
-        }
-        parts.join(" ")
-    }
 }

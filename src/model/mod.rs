@@ -125,20 +125,9 @@ impl ModelConfig {
 
     /// A one-line description for logs, e.g. `mlp 784-128-400-10 relu`.
     pub fn describe(&self) -> String {
-        match self {
-            ModelConfig::Mlp(config) => {
-                let widths: Vec<String> = std::iter::once(crate::data::IMAGE_PIXELS)
-                    .chain(config.hidden.iter().copied())
-                    .chain(std::iter::once(crate::data::NUM_CLASSES))
-                    .map(|w| w.to_string())
-                    .collect();
-                let mut text = format!("mlp {} {}", widths.join("-"), config.activation.as_str());
-                if config.dropout > 0.0 {
-                    text.push_str(&format!(" dropout{}", config.dropout));
-                }
-                text
-            }
-            ModelConfig::Cnn(config) => config.describe(),
+        match self.plan() {
+            Ok(plan) => plan.describe(),
+            Err(err) => format!("an invalid network ({err})"),
         }
     }
 }

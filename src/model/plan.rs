@@ -300,6 +300,61 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// A one-line description for logs: `mlp 784-128-400-10 relu` for a network of fully
+    /// connected layers, `cnn conv32k3p-conv64k3p bn fc128 relu dropout0.25` with
+    /// convolutions (`p` after a max-pooled one, `a` after an average-pooled one).
+    pub fn describe(&self) -> String {
+        let mut convs: Vec<String> = Vec::new();
+        let mut widths: Vec<usize> = Vec::new();
+        let (mut batch_norm, mut activation, mut dropout) = (false, None, None);
+        for layer in &self.layers {
+            match layer {
+                Layer::Conv {
+                    outputs, kernel, ..
+                } => convs.push(format!("conv{outputs}k{kernel}")),
+                Layer::Pool(pooling) => {
+                    if let Some(conv) = convs.last_mut() {
+                        conv.push(match pooling {
+                            Pooling::Max => 'p',
+                            Pooling::Average => 'a',
+                        });
+                    }
+                }
+                Layer::BatchNorm { .. } => batch_norm = true,
+                Layer::Activation(f) => activation = activation.or(Some(*f)),
+                Layer::Dropout(p) => dropout = dropout.or(Some(*p)),
+                Layer::Linear {
+                    inputs, outputs, ..
+                } => {
+                    if widths.is_empty() {
+                        widths.push(*inputs);
+                    }
+                    widths.push(*outputs);
+                }
+                Layer::Flatten => {}
+            }
+        }
+        let mut parts = Vec::new();
+        if convs.is_empty() {
+            let widths: Vec<String> = widths.iter().map(usize::to_string).collect();
+            parts.extend(["mlp".to_string(), widths.join("-")]);
+        } else {
+            parts.extend(["cnn".to_string(), convs.join("-")]);
+            if batch_norm {
+                parts.push("bn".into());
+            }
+            let hidden = &widths[1..widths.len() - 1];
+            parts.extend(hidden.iter().map(|w| format!("fc{w}")));
+        }
+        parts.push(activation.unwrap_or_default().as_str().into());
+        if let Some(p) = dropout {
+            parts.push(format!("dropout{p}"));
+        }
+        parts.join(" ")
+    }
+}
+
 /// Lays out a plan layer by layer, checking that each fits what the one before gives.
 pub struct PlanBuilder {
     normalization: Option<Normalization>,
@@ -552,5 +607,28 @@ mod tests {
                 .and_then(|b| b.linear("fc1", 0)),
             Err(PlanError::NoUnits { .. })
         ));
+    }
+
+    #[test]
+    fn descriptions_are_read_off_the_plan() {
+        use crate::model::ModelKind;
+        let described = |kind: ModelKind| kind.config().describe();
+        assert_eq!(described(ModelKind::Mlp), "mlp 784-128-400-10 relu");
+        assert_eq!(
+            described(ModelKind::MlpLarge),
+            "mlp 784-800-800-10 relu dropout0.5"
+        );
+        assert_eq!(
+            described(ModelKind::Lenet5),
+            "cnn conv6k5p-conv16k5p fc120 fc84 relu"
+        );
+        assert_eq!(
+            described(ModelKind::Cnn),
+            "cnn conv32k3p-conv64k3p bn fc128 relu dropout0.25"
+        );
+        assert_eq!(
+            described(ModelKind::CnnLarge),
+            "cnn conv32k3-conv32k3p-conv64k3-conv64k3p bn fc256 relu dropout0.4"
+        );
     }
 }
