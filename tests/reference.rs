@@ -232,13 +232,47 @@ fn the_hand_written_benchmark_reference_takes_the_same_three_adam_steps() {
     }
 }
 
+/// Two steps of `model` from the `init.` weights of `file` equal PyTorch's: logits, loss,
+/// gradients and weights after each step, on the batches of `mlp_relu_adam.safetensors`.
+fn two_steps_match_pytorch(file: &str, model: ModelConfig, config: TrainConfig) -> Trainer {
+    let path = fixture(file);
+    let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
+    let mut trainer = Trainer::new(model, with_prefix("init."), config, &Device::flex()).unwrap();
+    for step in 0..2 {
+        let batch = reference_batch(&fixture("mlp_relu_adam.safetensors"), step);
+        let values = with_prefix(&format!("step{step}."));
+        let logits = logits_of(&trainer.model(), &batch);
+        assert_close(
+            &format!("step{step} logits"),
+            &logits,
+            &values["logits"],
+            1e-5,
+        );
+        let (loss, gradients) = trainer.gradients(&batch);
+        let reference_loss = values["loss"].values[0];
+        assert!(
+            ((loss - reference_loss) / reference_loss).abs() <= 1e-5,
+            "step{step} loss {loss} vs {reference_loss}"
+        );
+        let grads = with_prefix(&format!("step{step}.grad."));
+        assert_all_close(&format!("step{step} grad"), &gradients, &grads, 1e-4);
+        trainer.step(&batch);
+        let after = with_prefix(&format!("step{step}.after."));
+        assert_all_close(
+            &format!("step{step} after"),
+            &trainer.weights(),
+            &after,
+            1e-4,
+        );
+    }
+    trainer
+}
+
 /// The layer kinds added with the network plan, GELU and average pooling, on Burn's path
-/// against PyTorch (`tests/python/make_layer_reference.py` made the values).
+/// (`tests/python/make_layer_reference.py` made the values).
 #[test]
 fn gelu_and_average_pooling_match_pytorch_forward_backward_and_adam() {
     use digits::model::{CnnConfig, ConvLayer, Pooling};
-    let path = fixture("gelu_avgpool_adam.safetensors");
-    let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
     let conv = |channels, pool| ConvLayer {
         channels,
         kernel: 3,
@@ -258,37 +292,25 @@ fn gelu_and_average_pooling_match_pytorch_forward_backward_and_adam() {
         lr: 0.01,
         ..TrainConfig::default()
     };
-    let mut trainer = Trainer::new(model, with_prefix("init."), config, &Device::flex()).unwrap();
-    for step in 0..2 {
-        let batch = reference_batch(&fixture("mlp_relu_adam.safetensors"), step);
-        let values = with_prefix(&format!("step{step}."));
-        let logits = logits_of(&trainer.model(), &batch);
-        assert_close(
-            &format!("step{step} logits"),
-            &logits,
-            &values["logits"],
-            1e-5,
-        );
-        let (loss, gradients) = trainer.gradients(&batch);
-        let reference_loss = values["loss"].values[0];
-        assert!(
-            ((loss - reference_loss) / reference_loss).abs() <= 1e-5,
-            "step{step} loss {loss} vs {reference_loss}"
-        );
-        let grad = format!("step{step} grad");
-        assert_all_close(
-            &grad,
-            &gradients,
-            &with_prefix(&format!("{grad}.").replace(' ', ".")),
-            1e-4,
-        );
-        trainer.step(&batch);
-        let after = with_prefix(&format!("step{step}.after."));
-        assert_all_close(
-            &format!("step{step} after"),
-            &trainer.weights(),
-            &after,
-            1e-4,
-        );
+    two_steps_match_pytorch("gelu_avgpool_adam.safetensors", model, config);
+}
+
+/// Tanh, on both training paths.
+#[test]
+fn tanh_matches_pytorch_on_both_paths() {
+    for engine in [EngineChoice::Auto, EngineChoice::Burn] {
+        let model = ModelConfig::Mlp(MlpConfig {
+            hidden: vec![32],
+            activation: Activation::Tanh,
+            ..MlpConfig::default()
+        });
+        let config = TrainConfig {
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.1,
+            engine,
+            ..TrainConfig::default()
+        };
+        let trainer = two_steps_match_pytorch("tanh_sgd.safetensors", model, config);
+        assert_eq!(trainer.is_fused(), engine == EngineChoice::Auto);
     }
 }

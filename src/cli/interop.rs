@@ -74,6 +74,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             }
             cnn.activation = args.activation.unwrap_or(cnn.activation);
         }
+        ModelConfig::Layers(_) => unreachable!("--arch names digits' own architectures"),
     }
     let imported = interop::import_state_dict(&args.file, &model)?;
     if !imported.ignored.is_empty() {

@@ -133,6 +133,7 @@ impl Graph {
         match activation {
             Activation::Relu => self.node("Relu", &[x], &[]),
             Activation::Sigmoid => self.node("Sigmoid", &[x], &[]),
+            Activation::Tanh => self.node("Tanh", &[x], &[]),
             // Opset 13 has no Gelu: x * (1 + erf(x / sqrt 2)) / 2, PyTorch's exact form.
             Activation::Gelu => {
                 let root2 = self.constant(

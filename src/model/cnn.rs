@@ -155,7 +155,7 @@ impl CnnConfig {
                 !self.batch_norm,
             )?;
             if self.batch_norm {
-                plan = plan.batch_norm(&format!("bn{}", i + 1));
+                plan = plan.batch_norm(&format!("bn{}", i + 1))?;
             }
             plan = plan.activation(self.activation);
             if let Some(pooling) = layer.pool {
@@ -169,6 +169,6 @@ impl CnnConfig {
                 .activation(self.activation)
                 .dropout(self.dropout)?;
         }
-        Ok(plan.linear("output", NUM_CLASSES)?.finish())
+        plan.linear("output", NUM_CLASSES)?.finish()
     }
 }

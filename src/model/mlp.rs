@@ -51,6 +51,6 @@ impl MlpConfig {
                 .activation(self.activation)
                 .dropout(self.dropout)?;
         }
-        Ok(plan.linear("output", NUM_CLASSES)?.finish())
+        plan.linear("output", NUM_CLASSES)?.finish()
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod cnn;
 mod layers;
+pub mod layers_config;
 pub mod mlp;
 mod network;
 pub mod plan;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cnn::{CnnConfig, ConvLayer};
 pub use layers::Normalization;
+pub use layers_config::{LayerConfig, LayersConfig};
 pub use mlp::MlpConfig;
 pub use network::Model;
 pub use plan::{Activation, Layer, Plan, PlanError, Pooling};
@@ -29,6 +31,8 @@ pub use weights::{NamedTensor, Weights, WeightsError};
 pub enum ModelConfig {
     Mlp(MlpConfig),
     Cnn(CnnConfig),
+    /// Any other network digits can run, written out layer by layer.
+    Layers(LayersConfig),
 }
 
 impl Default for ModelConfig {
@@ -91,6 +95,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(config) => config.plan(),
             ModelConfig::Cnn(config) => config.plan(),
+            ModelConfig::Layers(config) => config.plan(),
         }
     }
 
@@ -112,6 +117,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(config) => config.normalization,
             ModelConfig::Cnn(config) => config.normalization,
+            ModelConfig::Layers(config) => config.normalization,
         }
     }
 
@@ -120,6 +126,7 @@ impl ModelConfig {
         match self {
             ModelConfig::Mlp(config) => &mut config.normalization,
             ModelConfig::Cnn(config) => &mut config.normalization,
+            ModelConfig::Layers(config) => &mut config.normalization,
         }
     }
 

@@ -239,6 +239,7 @@ fn activate<const D: usize>(activation: Activation, x: Tensor<D>) -> Tensor<D> {
     match activation {
         Activation::Relu => activation::relu(x),
         Activation::Sigmoid => activation::sigmoid(x),
+        Activation::Tanh => activation::tanh(x),
         Activation::Gelu => activation::gelu(x),
     }
 }

@@ -18,20 +18,22 @@ use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 pub const BATCH_NORM_EPSILON: f64 = 1e-5;
 pub const BATCH_NORM_MOMENTUM: f64 = 0.1;
 
-/// The non-linearity between layers. The tutorial uses ReLU and discusses sigmoid; GELU
-/// (exact, with erf, as PyTorch's `nn.GELU()`) is the transformer-era default.
+/// The non-linearity between layers. The tutorial uses ReLU and discusses sigmoid; tanh is
+/// LeNet's and many older models'; GELU (exact, with erf, as PyTorch's `nn.GELU()`) is the
+/// transformer-era default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Activation {
     #[default]
     Relu,
     Sigmoid,
+    Tanh,
     Gelu,
 }
 
 /// An activation name that digits does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown activation '{0}': expected relu, sigmoid or gelu")]
+#[error("unknown activation '{0}': expected relu, sigmoid, tanh or gelu")]
 pub struct UnknownActivation(pub String);
 
 impl std::str::FromStr for Activation {
@@ -41,6 +43,7 @@ impl std::str::FromStr for Activation {
         match s {
             "relu" => Ok(Activation::Relu),
             "sigmoid" => Ok(Activation::Sigmoid),
+            "tanh" => Ok(Activation::Tanh),
             "gelu" => Ok(Activation::Gelu),
             other => Err(UnknownActivation(other.to_string())),
         }
@@ -52,6 +55,7 @@ impl Activation {
         match self {
             Activation::Relu => "relu",
             Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
             Activation::Gelu => "gelu",
         }
     }
@@ -202,6 +206,12 @@ pub enum PlanError {
     NoUnits { name: String },
     #[error("dropout {0} is not in [0, 1)")]
     Dropout(f64),
+    #[error("{name} needs feature maps, but the layers before it flattened them")]
+    AfterFlatten { name: String },
+    #[error("{name} needs flat features: put a flatten before it")]
+    NotFlattened { name: String },
+    #[error("the network ends in {found}, not in {NUM_CLASSES} logits")]
+    NotTenLogits { found: String },
 }
 
 /// What flows between layers, so each layer can check its input.
@@ -384,7 +394,7 @@ impl PlanBuilder {
         padding: usize,
         bias: bool,
     ) -> Result<Self, PlanError> {
-        let (inputs, side) = self.maps();
+        let (inputs, side) = self.maps(name)?;
         // A config read from disk may hold anything: kernels wider than the image or padding
         // as wide as the kernel are refused before any size is computed from them.
         if kernel > IMAGE_SIDE || padding >= kernel.max(1) {
@@ -419,13 +429,13 @@ impl PlanBuilder {
     }
 
     /// Batch norm over the channels of the feature maps.
-    pub fn batch_norm(mut self, name: &str) -> Self {
-        let (channels, _) = self.maps();
+    pub fn batch_norm(mut self, name: &str) -> Result<Self, PlanError> {
+        let (channels, _) = self.maps(name)?;
         self.layers.push(Layer::BatchNorm {
             name: name.into(),
             channels,
         });
-        self
+        Ok(self)
     }
 
     pub fn activation(mut self, activation: Activation) -> Self {
@@ -435,7 +445,7 @@ impl PlanBuilder {
 
     /// 2x2 pooling, stride 2, which halves the side (rounding down, as PyTorch does).
     pub fn pool(mut self, pooling: Pooling) -> Result<Self, PlanError> {
-        let (channels, side) = self.maps();
+        let (channels, side) = self.maps("pooling")?;
         if side / 2 == 0 {
             return Err(PlanError::NothingLeft {
                 after: self.last_named(),
@@ -463,7 +473,7 @@ impl PlanBuilder {
 
     /// Feature maps to features, in PyTorch's `flatten(1)` order.
     pub fn flatten(mut self) -> Result<Self, PlanError> {
-        let (channels, side) = self.maps();
+        let (channels, side) = self.maps("flatten")?;
         let features = channels
             .checked_mul(side * side)
             .ok_or(PlanError::TooManyFeatures { channels })?;
@@ -472,13 +482,10 @@ impl PlanBuilder {
         Ok(self)
     }
 
-    /// A fully connected layer to `outputs` units.
-    ///
-    /// # Panics
-    /// Before [`PlanBuilder::flatten`]: a builder misuse in digits' own code.
+    /// A fully connected layer to `outputs` units, after [`PlanBuilder::flatten`].
     pub fn linear(mut self, name: &str, outputs: usize) -> Result<Self, PlanError> {
         let Flow::Features(inputs) = self.flow else {
-            panic!("feature maps are flattened before a fully connected layer");
+            return Err(PlanError::NotFlattened { name: name.into() });
         };
         if outputs == 0 {
             return Err(PlanError::NoUnits { name: name.into() });
@@ -492,30 +499,27 @@ impl PlanBuilder {
         Ok(self)
     }
 
-    /// The plan, ending in the ten class logits.
-    ///
-    /// # Panics
-    /// If the last layer does not give ten features: a builder misuse in digits' own code,
-    /// not something a config can cause (every config ends in a 10-unit `output` layer).
-    pub fn finish(self) -> Plan {
-        assert!(
-            matches!(self.flow, Flow::Features(NUM_CLASSES)),
-            "a plan ends in {NUM_CLASSES} logits"
-        );
-        Plan {
-            normalization: self.normalization,
-            layers: self.layers,
+    /// The plan, which must end in the ten class logits.
+    pub fn finish(self) -> Result<Plan, PlanError> {
+        match self.flow {
+            Flow::Features(NUM_CLASSES) => Ok(Plan {
+                normalization: self.normalization,
+                layers: self.layers,
+            }),
+            Flow::Features(features) => Err(PlanError::NotTenLogits {
+                found: format!("{features} features"),
+            }),
+            Flow::Maps { channels, side } => Err(PlanError::NotTenLogits {
+                found: format!("{channels} feature maps of {side}x{side}"),
+            }),
         }
     }
 
-    /// Channels and side of the feature maps.
-    ///
-    /// # Panics
-    /// After a fully connected layer: digits' configs put every convolution before them.
-    fn maps(&self) -> (usize, usize) {
+    /// Channels and side of the feature maps that `name` takes.
+    fn maps(&self, name: &str) -> Result<(usize, usize), PlanError> {
         match self.flow {
-            Flow::Maps { channels, side } => (channels, side),
-            Flow::Features(_) => panic!("feature-map layers come before fully connected ones"),
+            Flow::Maps { channels, side } => Ok((channels, side)),
+            Flow::Features(_) => Err(PlanError::AfterFlatten { name: name.into() }),
         }
     }
 
@@ -546,8 +550,8 @@ mod tests {
             .and_then(|b| b.linear("fc1", 32))
             .map(|b| b.activation(Activation::Relu))
             .and_then(|b| b.linear("output", NUM_CLASSES))
+            .and_then(PlanBuilder::finish)
             .unwrap()
-            .finish()
     }
 
     #[test]

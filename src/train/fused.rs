@@ -95,12 +95,13 @@ pub(crate) struct DenseStack {
     normalization: Option<Normalization>,
 }
 
-/// The activations this path differentiates (from its stored outputs, which GELU's
-/// derivative cannot be computed from).
+/// The activations this path differentiates: those whose derivative follows from their
+/// output, which is all it stores (GELU's needs the input).
 #[derive(Clone, Copy, PartialEq)]
 enum DenseActivation {
     Relu,
     Sigmoid,
+    Tanh,
 }
 
 impl DenseStack {
@@ -124,6 +125,7 @@ impl DenseStack {
                     let f = match f {
                         Activation::Relu => DenseActivation::Relu,
                         Activation::Sigmoid => DenseActivation::Sigmoid,
+                        Activation::Tanh => DenseActivation::Tanh,
                         Activation::Gelu => return None,
                     };
                     if activation.is_some_and(|a| a != f) {
@@ -243,6 +245,7 @@ impl FusedMlp {
                         DenseActivation::Sigmoid => {
                             row.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp()))
                         }
+                        DenseActivation::Tanh => row.iter_mut().for_each(|v| *v = v.tanh()),
                     }
                 }
             }
@@ -310,6 +313,10 @@ impl FusedMlp {
                         .iter_mut()
                         .zip(x)
                         .for_each(|(d, &a)| *d *= a * (1.0 - a)),
+                    DenseActivation::Tanh => delta_in
+                        .iter_mut()
+                        .zip(x)
+                        .for_each(|(d, &a)| *d *= 1.0 - a * a),
                 }
             }
         }

@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 
-ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu}
+ACTIVATIONS = {"relu": torch.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh, "gelu": nn.functional.gelu}
 # `pool` in a run's config: "max", "average" or null; true/false before average pooling.
 POOLS = {True: nn.functional.max_pool2d, "max": nn.functional.max_pool2d, "average": nn.functional.avg_pool2d}
 
 
 class Net(nn.Module):
-    """The tutorial's network (`hidden` widths, ReLU, sigmoid or GELU)."""
+    """The tutorial's network (`hidden` widths, any of digits' activations)."""
 
     def __init__(self, hidden, activation):
         super().__init__()

@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/reference/gelu_avgpool_adam.safetensors: PyTorch's numbers for the
-layer kinds added with the network plan (GELU, average pooling), checked by tests/models.rs.
+"""Writes PyTorch's numbers for the layer kinds added with the network plan, checked by
+tests/reference.rs, into tests/fixtures/reference:
+
+gelu_avgpool_adam.safetensors: GELU and average pooling, in the digits config
 
 The network is the digits config
     {"arch": "cnn", "conv": [{"channels": 4, "kernel": 3, "padding": 1, "pool": "average"},
                              {"channels": 8, "kernel": 3, "padding": 1, "pool": "max"}],
      "batch_norm": false, "hidden": [16], "activation": "gelu", "dropout": 0.0}
-trained with Adam(lr=0.01) for two steps on the first two batches of 32 test images of
-mlp_relu_adam.safetensors (real MNIST digits). Saved, as in the other reference files:
-init.<param>, step<s>.logits, step<s>.loss, step<s>.grad.<param>, step<s>.after.<param>.
+trained with Adam(lr=0.01);
+
+tanh_sgd.safetensors: tanh, in the MLP {"arch": "mlp", "hidden": [32], "activation": "tanh"}
+trained with SGD(lr=0.1).
+
+Each takes two steps on the first two batches of 32 test images of mlp_relu_adam.safetensors
+(real MNIST digits). Saved, as in the other reference files: init.<param>, step<s>.logits,
+step<s>.loss, step<s>.grad.<param>, step<s>.after.<param>.
 
     python3 tests/python/make_layer_reference.py   # from the repository root
 """
@@ -20,7 +27,7 @@ from torch import nn
 FIXTURES = "tests/fixtures/reference"
 
 
-class Net(nn.Module):
+class GeluAveragePooling(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
@@ -35,11 +42,18 @@ class Net(nn.Module):
         return self.output(x)
 
 
-def main():
-    torch.manual_seed(0)
+class Tanh(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden1 = nn.Linear(28 * 28, 32)
+        self.output = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.output(torch.tanh(self.hidden1(x.flatten(1))))
+
+
+def two_steps(model, optimizer, file):
     batches = safetensors.torch.load_file(f"{FIXTURES}/mlp_relu_adam.safetensors")
-    model = Net()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     out = {f"init.{k}": v.clone() for k, v in model.state_dict().items()}
     for step in range(2):
         x, y = batches[f"batch{step}.x"], batches[f"batch{step}.y"]
@@ -57,9 +71,17 @@ def main():
     out = {k: v.contiguous() for k, v in out.items()}
     safetensors.torch.save_file(
         out,
-        f"{FIXTURES}/gelu_avgpool_adam.safetensors",
+        f"{FIXTURES}/{file}",
         metadata={"torch_version": torch.__version__},
     )
+
+
+def main():
+    torch.manual_seed(0)
+    model = GeluAveragePooling()
+    two_steps(model, torch.optim.Adam(model.parameters(), lr=0.01), "gelu_avgpool_adam.safetensors")
+    model = Tanh()
+    two_steps(model, torch.optim.SGD(model.parameters(), lr=0.1), "tanh_sgd.safetensors")
 
 
 if __name__ == "__main__":
