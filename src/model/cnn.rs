@@ -20,21 +20,17 @@
 //!         return self.output(self.dropout(x))
 //! ```
 
-use burn::module::RunningState;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, Dropout, Linear, PaddingConfig2d};
+use burn::nn::{Dropout, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::batch_norm::BatchNorm;
 use super::layers::{self, Normalization, ParamIds, PyTorchInit, Reading};
 use super::mlp::Activation;
 use super::weights::{self, Weights, WeightsError};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-
-/// PyTorch's `BatchNorm2d` defaults.
-const BATCH_NORM_EPSILON: f64 = 1e-5;
-const BATCH_NORM_MOMENTUM: f64 = 0.1;
 
 /// One convolution: `channels` square `kernel`s, zero `padding` on each side, stride 1,
 /// followed by batch norm (if the network has it), the activation and, if `pool`, a 2x2 max
@@ -328,7 +324,7 @@ impl Cnn {
                 padding: PaddingConfig2d::Explicit(p, p, p, p),
             };
             let norm = if config.batch_norm {
-                Some(batch_norm(
+                Some(BatchNorm::from_weights(
                     &mut weights,
                     &format!("bn{}", i + 1),
                     layer.channels,
@@ -419,27 +415,4 @@ impl Cnn {
         }
         out
     }
-}
-
-/// Batch norm `name` with PyTorch's defaults, from its four tensors.
-fn batch_norm(
-    weights: &mut Weights,
-    name: &str,
-    channels: usize,
-    ids: &mut ParamIds,
-    device: &Device,
-) -> Result<BatchNorm, WeightsError> {
-    let mut take =
-        |suffix: &str| layers::tensor(weights, &format!("{name}.{suffix}"), [channels], device);
-    let (gamma, beta) = (take("weight")?, take("bias")?);
-    let (mean, var) = (take("running_mean")?, take("running_var")?);
-    let mut norm = burn::nn::BatchNormConfig::new(channels)
-        .with_epsilon(BATCH_NORM_EPSILON)
-        .with_momentum(BATCH_NORM_MOMENTUM)
-        .init(device);
-    norm.gamma = ids.param(gamma);
-    norm.beta = ids.param(beta);
-    norm.running_mean = RunningState::new(mean);
-    norm.running_var = RunningState::new(var);
-    Ok(norm)
 }

@@ -1,6 +1,7 @@
 //! Models: a digit classifier built from a config that is saved beside its weights, so any
 //! saved run can be rebuilt exactly.
 
+mod batch_norm;
 pub mod cnn;
 mod layers;
 pub mod mlp;
