@@ -324,7 +324,7 @@ fn the_pytorch_trained_tutorial_model_scores_exactly_as_in_pytorch() {
 }
 
 #[test]
-fn the_hand_written_benchmark_reference_takes_the_same_three_adam_steps() {
+fn the_benchmarks_plain_loop_baseline_takes_the_same_three_adam_steps() {
     use digits::bench::reference::ReferenceMlp;
     let path = fixture("mlp_relu_adam.safetensors");
     let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
