@@ -40,6 +40,15 @@ fn assert_close(what: &str, ours: &NamedTensor, reference: &NamedTensor, toleran
     );
 }
 
+/// `loss` against the step's `loss` in `values`, within the logits' 1e-5.
+fn assert_loss_close(what: &str, loss: f32, values: &Weights) {
+    let reference = values["loss"].values[0];
+    assert!(
+        ((loss - reference) / reference).abs() <= 1e-5,
+        "{what}: {loss} vs {reference}"
+    );
+}
+
 fn assert_all_close(what: &str, ours: &Weights, reference: &Weights, tolerance: f64) {
     assert_eq!(
         ours.keys().collect::<Vec<_>>(),
@@ -123,11 +132,7 @@ fn three_steps_match_pytorch(
         );
 
         let (loss, gradients) = trainer.gradients(&batch);
-        let reference_loss = values["loss"].values[0];
-        assert!(
-            ((loss - reference_loss) / reference_loss).abs() <= 1e-5,
-            "step{step} loss {loss} vs {reference_loss}"
-        );
+        assert_loss_close(&format!("step{step} loss"), loss, &values);
         assert_all_close(
             &format!("step{step} grad"),
             &gradients,
@@ -215,11 +220,7 @@ fn cnn_steps_match_pytorch(file: &str, kind: ModelKind, config: TrainConfig) {
         }
 
         let loss = trainer.step(&batch);
-        let reference_loss = values["loss"].values[0];
-        assert!(
-            ((loss - reference_loss) / reference_loss).abs() <= 1e-5,
-            "{file} step{step} loss {loss} vs {reference_loss}"
-        );
+        assert_loss_close(&format!("{file} step{step} loss"), loss, &values);
         let after = with_prefix(&format!("step{step}.after."));
         if !after.is_empty() {
             // Running statistics come from the forward pass alone, so they are held to the
@@ -344,11 +345,7 @@ fn the_benchmarks_plain_loop_baseline_takes_the_same_three_adam_steps() {
         );
 
         let loss = reference.step(&batch);
-        let expected = values["loss"].values[0];
-        assert!(
-            ((loss - expected) / expected).abs() <= 1e-5,
-            "step{step} loss {loss} vs {expected}"
-        );
+        assert_loss_close(&format!("step{step} loss"), loss, &values);
         assert_all_close(
             &format!("step{step} grad"),
             &reference.tensors(true),
