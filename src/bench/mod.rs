@@ -1,5 +1,5 @@
-//! The workloads `digits bench` times: training the tutorial MLP (digits, the hand-written
-//! [`reference`], and PyTorch through `bench/pytorch_baseline.py` when it is installed),
+//! The workloads `digits bench` times: training the tutorial MLP (digits, the naive plain-loop
+//! baseline in [`reference`], and PyTorch through `bench/pytorch_baseline.py` when it is installed),
 //! training the `cnn` model, batch inference, one image, and a photo.
 //!
 //! The images come from the built-in set, cycled, so the figures never depend on what is
@@ -96,7 +96,7 @@ pub fn tutorial_epoch(
     training(&ModelConfig::default(), &config, images, warmup, device)
 }
 
-/// The tutorial workload through the hand-written [`reference::ReferenceMlp`].
+/// The tutorial workload through the plain-loop [`reference::ReferenceMlp`].
 pub fn reference_epoch(images: usize, warmup: usize) -> EpochTiming {
     let config = TrainConfig::default();
     let weights = ModelConfig::default().initial_weights(config.seed);

@@ -1,29 +1,49 @@
-//! The measuring stick for the tutorial workload: the tutorial MLP's forward pass,
-//! cross-entropy, backward pass and Adam step written out by hand over a GEMM, with no
-//! framework in between. It is what "close to the hardware" means at batch 32, and
-//! `tests/reference.rs` holds it to PyTorch's numbers exactly as it holds the model.
+//! A naive baseline for the tutorial workload: the tutorial MLP's forward pass, softmax
+//! cross-entropy, backward pass and Adam step as plain loops, with no framework, no GEMM
+//! library and no code shared with the fused training path (`train::fused`), so that
+//! `digits bench` sets digits beside something written independently of it.
+//!
+//! The loops are the textbook ones, ordered only so that the innermost runs along contiguous
+//! memory (which lets the compiler vectorise it); nothing is blocked, packed or threaded. The
+//! fused path's GEMM is therefore expected to beat it: the ratio says what the optimised path
+//! gains over straightforward code, and a regression shows as that ratio rising. How close
+//! digits comes to the machine is what the comparison with PyTorch says. `tests/reference.rs`
+//! holds this baseline to PyTorch's numbers exactly as it holds the model, so a mistake in it
+//! cannot flatter digits.
 
 use crate::data::{Batch, IMAGE_PIXELS, NUM_CLASSES};
 use crate::model::{NamedTensor, Weights, WeightsError, weights};
-use crate::train::fused::gemm;
 
 const NAMES: [&str; 3] = ["hidden1", "hidden2", "output"];
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
 
-/// One fully connected layer in PyTorch's layout, with its gradient and Adam's moments.
+/// One fully connected layer, with its gradient and Adam's moments.
 struct Layer {
     inputs: usize,
     outputs: usize,
-    /// `[outputs, inputs]` then `[outputs]`, one buffer so one loop updates both.
+    /// The weight as `[inputs, outputs]` (the transpose of PyTorch's layout, so that a row of
+    /// the output is a sum of contiguous weight rows), then the bias `[outputs]`: one buffer,
+    /// so one loop updates both.
     params: Vec<f32>,
     grads: Vec<f32>,
     m: Vec<f32>,
     v: Vec<f32>,
 }
 
-/// The tutorial MLP (784-128-400-10, ReLU) trained with Adam, by hand.
+/// `[rows, cols]` row-major to `[cols, rows]`.
+fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = values[r * cols + c];
+        }
+    }
+    out
+}
+
+/// The tutorial MLP (784-128-400-10, ReLU) trained with Adam, in plain loops.
 pub struct ReferenceMlp {
     layers: Vec<Layer>,
     lr: f32,
@@ -39,8 +59,9 @@ impl ReferenceMlp {
         let mut layers = Vec::new();
         for (i, name) in NAMES.iter().enumerate() {
             let (inputs, outputs) = (widths[i], widths[i + 1]);
-            let mut params =
+            let weight =
                 weights::take(&mut weights, &format!("{name}.weight"), &[outputs, inputs])?;
+            let mut params = transpose(&weight, outputs, inputs);
             params.extend(weights::take(
                 &mut weights,
                 &format!("{name}.bias"),
@@ -77,19 +98,19 @@ impl ReferenceMlp {
             let (x, y) = (&before[i], &mut after[0]);
             y.resize(n * layer.outputs, 0.0);
             let (weight, bias) = layer.params.split_at(layer.outputs * layer.inputs);
-            // y = x · Wᵀ: W is [out, in] row-major, so Wᵀ has row stride 1, column stride in.
-            gemm(
-                [n, layer.inputs, layer.outputs],
-                (x, layer.inputs, 1),
-                (weight, 1, layer.inputs),
-                y,
-            );
-            for row in y.chunks_exact_mut(layer.outputs) {
-                for (value, b) in row.iter_mut().zip(bias) {
-                    *value += b;
-                    if i < last {
-                        *value = value.max(0.0);
+            // y[r] = bias + sum over j of x[r][j] * (row j of the weight).
+            for (x_row, y_row) in x
+                .chunks_exact(layer.inputs)
+                .zip(y.chunks_exact_mut(layer.outputs))
+            {
+                y_row.copy_from_slice(bias);
+                for (&x_j, w_row) in x_row.iter().zip(weight.chunks_exact(layer.outputs)) {
+                    for (out, &w) in y_row.iter_mut().zip(w_row) {
+                        *out += x_j * w;
                     }
+                }
+                if i < last {
+                    y_row.iter_mut().for_each(|v| *v = v.max(0.0));
                 }
             }
         }
@@ -121,33 +142,41 @@ impl ReferenceMlp {
         }
         for (i, layer) in self.layers.iter_mut().enumerate().rev() {
             let x = &self.activations[i];
-            let weight = &layer.params[..layer.outputs * layer.inputs];
+            let (weight, _) = layer.params.split_at(layer.outputs * layer.inputs);
             let (grad_w, grad_b) = layer.grads.split_at_mut(layer.outputs * layer.inputs);
-            // dW = deltaᵀ · x: [out, n] · [n, in].
-            gemm(
-                [layer.outputs, n, layer.inputs],
-                (&delta, 1, layer.outputs),
-                (x, layer.inputs, 1),
-                grad_w,
-            );
+            // dW[j] = sum over the batch of x[r][j] * delta[r]; db = sum of delta[r].
+            grad_w.fill(0.0);
             grad_b.fill(0.0);
-            for row in delta.chunks_exact(layer.outputs) {
-                grad_b.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+            for (x_row, d_row) in x
+                .chunks_exact(layer.inputs)
+                .zip(delta.chunks_exact(layer.outputs))
+            {
+                for (&x_j, g_row) in x_row.iter().zip(grad_w.chunks_exact_mut(layer.outputs)) {
+                    for (g, &d) in g_row.iter_mut().zip(d_row) {
+                        *g += x_j * d;
+                    }
+                }
+                grad_b.iter_mut().zip(d_row).for_each(|(g, d)| *g += d);
             }
             if i > 0 {
-                // dx = delta · W, then through the ReLU that produced x.
+                // dx[r][j] = delta[r] · (row j of the weight), where the ReLU that produced
+                // x[r][j] let it through.
                 let mut dx = vec![0.0; n * layer.inputs];
-                gemm(
-                    [n, layer.outputs, layer.inputs],
-                    (&delta, layer.outputs, 1),
-                    (weight, layer.inputs, 1),
-                    &mut dx,
-                );
-                dx.iter_mut().zip(x).for_each(|(d, &a)| {
-                    if a <= 0.0 {
-                        *d = 0.0
+                for ((dx_row, d_row), x_row) in dx
+                    .chunks_exact_mut(layer.inputs)
+                    .zip(delta.chunks_exact(layer.outputs))
+                    .zip(x.chunks_exact(layer.inputs))
+                {
+                    for ((d_x, w_row), &a) in dx_row
+                        .iter_mut()
+                        .zip(weight.chunks_exact(layer.outputs))
+                        .zip(x_row)
+                    {
+                        if a > 0.0 {
+                            *d_x = d_row.iter().zip(w_row).map(|(d, w)| d * w).sum();
+                        }
                     }
-                });
+                }
                 delta = dx;
             }
         }
@@ -177,7 +206,8 @@ impl ReferenceMlp {
         loss
     }
 
-    /// The weights, or with `gradients` the latest gradients, under the tutorial's names.
+    /// The weights, or with `gradients` the latest gradients, under the tutorial's names and
+    /// in PyTorch's layout.
     pub fn tensors(&self, gradients: bool) -> Weights {
         let mut out = Weights::new();
         for (name, layer) in NAMES.iter().zip(&self.layers) {
@@ -191,7 +221,7 @@ impl ReferenceMlp {
                 format!("{name}.weight"),
                 NamedTensor {
                     shape: vec![layer.outputs, layer.inputs],
-                    values: weight.to_vec(),
+                    values: transpose(weight, layer.inputs, layer.outputs),
                 },
             );
             out.insert(

@@ -1,4 +1,4 @@
-//! `digits bench`: how fast each workload runs, beside the hand-written reference and PyTorch.
+//! `digits bench`: how fast each workload runs, beside a naive plain-loop baseline and PyTorch.
 
 use clap::Args;
 use digits::bench::{self, EpochTiming, TUTORIAL_EPOCH_IMAGES, pytorch};
@@ -50,7 +50,7 @@ struct Report {
     /// The tutorial epoch on Burn's autodiff rather than the fused MLP path.
     burn_epoch_s: f64,
     reference_epoch_s: f64,
-    /// digits' tutorial epoch over the hand-written reference's.
+    /// digits' tutorial epoch over the plain-loop baseline's (`bench::reference`).
     tutorial_over_reference: f64,
     pytorch_epoch_s: Option<f64>,
     pytorch_epoch_s_1_thread: Option<f64>,
@@ -120,7 +120,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ));
     let reference = median(args.repeat, || bench::reference_epoch(args.images, 50));
     say(format!(
-        "hand-written reference, same workload:                {:.2} s (digits takes {:.2}x as long)",
+        "plain loops, no GEMM library, same workload:          {:.2} s (digits takes {:.2}x as long)",
         reference.epoch_seconds(),
         tutorial.epoch_seconds() / reference.epoch_seconds()
     ));

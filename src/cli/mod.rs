@@ -46,7 +46,7 @@ enum Command {
     Report(report::ReportArgs),
     /// Overlay the curves of several runs, or train variants and compare them.
     Compare(report::CompareArgs),
-    /// Time the workloads beside a hand-written reference and PyTorch.
+    /// Time the workloads beside a naive plain-loop baseline and PyTorch.
     Bench(bench::BenchArgs),
     /// Make a run from a PyTorch state dict (.safetensors, .pt, .pth).
     Import(interop::ImportArgs),

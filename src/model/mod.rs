@@ -5,6 +5,7 @@
 //! as layers with PyTorch's names and shapes, and everything that builds, runs, counts or
 //! exports a network walks the plan.
 
+mod batch_norm;
 pub mod cnn;
 mod layers;
 pub mod layers_config;

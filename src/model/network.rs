@@ -4,15 +4,14 @@
 use burn::module::RunningState;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, DropoutConfig, Linear, PaddingConfig2d};
+use burn::nn::{DropoutConfig, Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::{Gradients, activation};
 
 use super::ModelConfig;
+use super::batch_norm::BatchNorm;
 use super::layers::{Normalization, ParamIds, Reading, host};
-use super::plan::{
-    Activation, BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM, Layer, ParamSpec, Plan, Pooling,
-};
+use super::plan::{Activation, Layer, ParamSpec, Plan, Pooling};
 use super::weights::{self, NamedTensor, Weights, WeightsError};
 
 /// A layer with parameters, as Burn holds it. The plan's other layers (activations, pooling,
@@ -85,17 +84,12 @@ impl Model {
                         padding: PaddingConfig2d::Explicit(p, p, p, p),
                     })
                 }
-                Layer::BatchNorm { channels, .. } => {
-                    let mut norm = BatchNormConfig::new(*channels)
-                        .with_epsilon(BATCH_NORM_EPSILON)
-                        .with_momentum(BATCH_NORM_MOMENTUM)
-                        .init(device);
-                    norm.gamma = ids.param(take(&mut weights, &specs[0], device)?);
-                    norm.beta = ids.param(take(&mut weights, &specs[1], device)?);
-                    norm.running_mean = RunningState::new(take(&mut weights, &specs[2], device)?);
-                    norm.running_var = RunningState::new(take(&mut weights, &specs[3], device)?);
-                    Trainable::Norm(norm)
-                }
+                Layer::BatchNorm { .. } => Trainable::Norm(BatchNorm {
+                    gamma: ids.param(take(&mut weights, &specs[0], device)?),
+                    beta: ids.param(take(&mut weights, &specs[1], device)?),
+                    running_mean: RunningState::new(take(&mut weights, &specs[2], device)?),
+                    running_var: RunningState::new(take(&mut weights, &specs[3], device)?),
+                }),
                 Layer::Linear { .. } => {
                     // PyTorch keeps `[out, in]`; Burn's `Linear` multiplies by `[in, out]`.
                     let weight: Tensor<2> = take(&mut weights, &specs[0], device)?;

@@ -598,7 +598,10 @@ impl Trainer {
     pub fn gradients(&mut self, batch: &Batch) -> (f32, Weights) {
         match &mut self.engine {
             Engine::Burn { model, loss, .. } => {
-                let loss = Self::burn_loss(model, loss, batch, &[], &self.device);
+                // On a copy whose running statistics are its own: a forward pass in training
+                // mode moves batch norm's, and the step that follows would move them again.
+                let model = model.valid().train();
+                let loss = Self::burn_loss(&model, loss, batch, &[], &self.device);
                 let value = loss.clone().into_scalar::<f32>();
                 let grads = loss.backward();
                 (value, model.gradients(&grads))
