@@ -23,7 +23,7 @@ const EPSILON: f32 = 1e-8;
 const STEP: &str = "step";
 
 /// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
-pub(crate) fn gemm(
+fn gemm(
     [m, k, n]: [usize; 3],
     (a, a_rows, a_cols): (&[f32], usize, usize),
     (b, b_rows, b_cols): (&[f32], usize, usize),
