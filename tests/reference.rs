@@ -95,7 +95,7 @@ fn three_steps_match_pytorch(
         ..MlpConfig::default()
     });
     let config = TrainConfig {
-        optimizer,
+        optimizer: optimizer.into(),
         lr: 0.01,
         engine,
         ..TrainConfig::default()

@@ -221,7 +221,7 @@ fn the_fused_path_and_burns_path_train_the_same_model() {
         });
         let trained = |engine| {
             let config = TrainConfig {
-                optimizer,
+                optimizer: optimizer.into(),
                 engine,
                 ..TrainConfig::default()
             };
@@ -426,7 +426,7 @@ fn marks_that_are_no_digit_are_trained_towards_no_confident_answer() {
             epochs: 3,
             batch_size: 64,
             lr: 0.003,
-            optimizer: digits::train::OptimizerKind::AdamW,
+            optimizer: digits::train::OptimizerKind::AdamW.into(),
             shuffle: true,
             not_digits,
             ..TrainConfig::default()

@@ -334,9 +334,18 @@ pub fn train(
         config.batch_size = batch_size as usize;
     }
     config.lr = args.lr.unwrap_or(config.lr);
-    config.optimizer = args.optimizer.unwrap_or(config.optimizer);
-    config.weight_decay = args.weight_decay.or(config.weight_decay);
-    config.momentum = args.momentum.unwrap_or(config.momentum);
+    if let Some(kind) = args
+        .optimizer
+        .filter(|&kind| kind != config.optimizer.kind())
+    {
+        config.optimizer = kind.into();
+    }
+    if let Some(decay) = args.weight_decay {
+        config.optimizer = config.optimizer.with_weight_decay(decay);
+    }
+    if let Some(momentum) = args.momentum {
+        config.optimizer = config.optimizer.with_momentum(momentum)?;
+    }
     config.schedule = args.schedule.unwrap_or(config.schedule);
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
     if let Some(choice) = args.augment {
@@ -390,7 +399,7 @@ pub fn train(
         "Model: {} ({} parameters); {:?} lr {}, batch {}",
         model_config.describe(),
         model_config.parameter_count(),
-        config.optimizer,
+        config.optimizer.kind(),
         config.lr,
         config.batch_size
     );

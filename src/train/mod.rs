@@ -22,15 +22,26 @@ use crate::eval::{self, Evaluation};
 use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
 use fused::FusedMlp;
 
-/// Which optimizer. The tutorial uses Adam and discusses SGD.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Which optimizer, by name: what `--optimizer` chooses. The tutorial uses Adam and discusses
+/// SGD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OptimizerKind {
     #[default]
     Adam,
     /// Adam with decoupled weight decay (Loshchilov and Hutter 2019).
     AdamW,
     Sgd,
+}
+
+impl OptimizerKind {
+    /// Its name, as `--optimizer` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+            OptimizerKind::Sgd => "sgd",
+        }
+    }
 }
 
 /// An optimizer name that digits does not know.
@@ -49,6 +60,120 @@ impl std::str::FromStr for OptimizerKind {
             other => Err(UnknownOptimizer(other.to_string())),
         }
     }
+}
+
+/// PyTorch's default weight decay for AdamW; its Adam and SGD have none.
+pub const ADAMW_WEIGHT_DECAY: f64 = 0.01;
+
+/// An optimizer with the settings that mean something for it. Saved flat in a run's config
+/// (`"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0`), as before these settings had
+/// their own type.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "optimizer", rename_all = "kebab-case")]
+pub enum Optimizer {
+    /// PyTorch's Adam; `weight_decay` is an L2 penalty added to the gradients.
+    Adam {
+        #[serde(default, deserialize_with = "weight_decay_or_zero")]
+        weight_decay: f64,
+    },
+    /// Adam with decoupled weight decay (Loshchilov and Hutter 2019), as PyTorch's AdamW.
+    AdamW {
+        #[serde(
+            default = "adamw_weight_decay",
+            deserialize_with = "weight_decay_or_adamw_default"
+        )]
+        weight_decay: f64,
+    },
+    /// Stochastic gradient descent; `momentum` 0 is the tutorial's plain SGD, and PyTorch's
+    /// momentum has no dampening. `weight_decay` is an L2 penalty.
+    Sgd {
+        #[serde(default, skip_serializing_if = "is_zero")]
+        momentum: f64,
+        #[serde(default, deserialize_with = "weight_decay_or_zero")]
+        weight_decay: f64,
+    },
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        OptimizerKind::default().into()
+    }
+}
+
+/// The optimizer with PyTorch's defaults: no momentum, and weight decay only for AdamW.
+impl From<OptimizerKind> for Optimizer {
+    fn from(kind: OptimizerKind) -> Self {
+        match kind {
+            OptimizerKind::Adam => Optimizer::Adam { weight_decay: 0.0 },
+            OptimizerKind::AdamW => Optimizer::AdamW {
+                weight_decay: ADAMW_WEIGHT_DECAY,
+            },
+            OptimizerKind::Sgd => Optimizer::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+        }
+    }
+}
+
+impl Optimizer {
+    pub fn kind(self) -> OptimizerKind {
+        match self {
+            Optimizer::Adam { .. } => OptimizerKind::Adam,
+            Optimizer::AdamW { .. } => OptimizerKind::AdamW,
+            Optimizer::Sgd { .. } => OptimizerKind::Sgd,
+        }
+    }
+
+    pub fn weight_decay(self) -> f64 {
+        match self {
+            Optimizer::Adam { weight_decay }
+            | Optimizer::AdamW { weight_decay }
+            | Optimizer::Sgd { weight_decay, .. } => weight_decay,
+        }
+    }
+
+    /// The same optimizer with `weight_decay` instead.
+    pub fn with_weight_decay(mut self, decay: f64) -> Self {
+        match &mut self {
+            Optimizer::Adam { weight_decay }
+            | Optimizer::AdamW { weight_decay }
+            | Optimizer::Sgd { weight_decay, .. } => *weight_decay = decay,
+        }
+        self
+    }
+
+    /// The same optimizer with `momentum` instead; only SGD has one.
+    pub fn with_momentum(self, momentum: f64) -> Result<Self, ConfigError> {
+        match self {
+            Optimizer::Sgd { weight_decay, .. } => Ok(Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            }),
+            other => Err(ConfigError::MomentumWithout(other.kind())),
+        }
+    }
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
+}
+
+fn adamw_weight_decay() -> f64 {
+    ADAMW_WEIGHT_DECAY
+}
+
+/// Run configs written before the optimizer had its own type saved `"weight_decay": null` for
+/// "the optimizer's default" (PyTorch's: none, or 0.01 for AdamW).
+fn weight_decay_or_zero<'de, D: serde::Deserializer<'de>>(from: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(from)?.unwrap_or(0.0))
+}
+
+/// As [`weight_decay_or_zero`], for AdamW.
+fn weight_decay_or_adamw_default<'de, D: serde::Deserializer<'de>>(
+    from: D,
+) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(from)?.unwrap_or(ADAMW_WEIGHT_DECAY))
 }
 
 /// How the learning rate moves over a run; `lr` is its peak.
@@ -144,18 +269,12 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
-    pub optimizer: OptimizerKind,
+    #[serde(flatten)]
+    pub optimizer: Optimizer,
     /// Reshuffle the training set every epoch; the tutorial keeps the dataset's order.
     pub shuffle: bool,
     /// Seeds the initial weights, the shuffling and the augmentation.
     pub seed: u64,
-    /// L2 penalty (Adam, SGD) or decoupled decay (AdamW); `None`: PyTorch's default for the
-    /// optimizer (0, or 0.01 for AdamW).
-    #[serde(default)]
-    pub weight_decay: Option<f64>,
-    /// SGD's momentum (0: plain SGD, as the tutorial).
-    #[serde(default)]
-    pub momentum: f64,
     #[serde(default)]
     pub schedule: LrSchedule,
     /// Label smoothing of the cross-entropy target (0: none).
@@ -214,11 +333,9 @@ impl Default for TrainConfig {
             epochs: 10,
             batch_size: 32,
             lr: 0.01,
-            optimizer: OptimizerKind::Adam,
+            optimizer: Optimizer::default(),
             shuffle: false,
             seed: 0,
-            weight_decay: None,
-            momentum: 0.0,
             schedule: LrSchedule::Constant,
             label_smoothing: 0.0,
             validation: 0,
@@ -235,24 +352,104 @@ impl TrainConfig {
         let decay = |penalty: f64| (penalty > 0.0).then(|| WeightDecayConfig::new(penalty as f32));
         match self.optimizer {
             // PyTorch's epsilon: Burn's default (1e-5) changes the tutorial's early steps.
-            OptimizerKind::Adam => AdamConfig::new()
+            Optimizer::Adam { weight_decay } => AdamConfig::new()
                 .with_epsilon(1e-8)
-                .with_weight_decay(decay(self.weight_decay.unwrap_or(0.0)))
+                .with_weight_decay(decay(weight_decay))
                 .init(),
-            OptimizerKind::AdamW => AdamWConfig::new()
+            Optimizer::AdamW { weight_decay } => AdamWConfig::new()
                 .with_epsilon(1e-8)
-                .with_weight_decay(self.weight_decay.unwrap_or(0.01) as f32)
+                .with_weight_decay(weight_decay as f32)
                 .init(),
-            OptimizerKind::Sgd => SgdConfig::new()
-                .with_weight_decay(decay(self.weight_decay.unwrap_or(0.0)))
-                .with_momentum((self.momentum > 0.0).then(|| {
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            } => SgdConfig::new()
+                .with_weight_decay(decay(weight_decay))
+                .with_momentum((momentum > 0.0).then(|| {
                     // PyTorch's momentum has no dampening; Burn's default has 0.1.
                     MomentumConfig::new()
-                        .with_momentum(self.momentum)
+                        .with_momentum(momentum)
                         .with_dampening(0.0)
                 }))
                 .init(),
         }
+    }
+}
+
+/// A training setting that no training could use: out of its range, or meaningless beside
+/// the others.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// `setting` is the config's name for it (`weight_decay`).
+    #[error("{setting} must be {requirement}")]
+    OutOfRange {
+        setting: &'static str,
+        requirement: &'static str,
+    },
+    #[error("momentum is a setting of SGD; {} has none", .0.as_str())]
+    MomentumWithout(OptimizerKind),
+    #[error("patience needs validation images to judge each epoch on")]
+    PatienceWithoutValidation,
+}
+
+impl TrainConfig {
+    /// Checks every setting's range; [`Trainer::new`] and reading a run's config call it, so
+    /// neither a library caller nor a hand-edited `config.json` skips it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = "a positive number";
+        let fraction = "in [0, 1)";
+        let checks: [(&'static str, &'static str, bool); 8] = [
+            ("epochs", "at least 1", self.epochs >= 1),
+            (
+                "batch_size",
+                "from 1 to 65536",
+                (1..=65536).contains(&self.batch_size),
+            ),
+            ("lr", positive, self.lr.is_finite() && self.lr > 0.0),
+            (
+                "weight_decay",
+                "zero or a positive number",
+                self.optimizer.weight_decay().is_finite() && self.optimizer.weight_decay() >= 0.0,
+            ),
+            (
+                "momentum",
+                fraction,
+                match self.optimizer {
+                    Optimizer::Sgd { momentum, .. } => (0.0..1.0).contains(&momentum),
+                    _ => true,
+                },
+            ),
+            (
+                "label_smoothing",
+                fraction,
+                (0.0..1.0).contains(&self.label_smoothing),
+            ),
+            (
+                "not_digits",
+                "in [0, 1]",
+                (0.0..=1.0).contains(&self.not_digits),
+            ),
+            (
+                "schedule",
+                "step with every >= 1 and a factor in (0, 1]",
+                match self.schedule {
+                    LrSchedule::Step { every, factor } => {
+                        every >= 1 && factor > 0.0 && factor <= 1.0
+                    }
+                    _ => true,
+                },
+            ),
+        ];
+        if let Some((setting, requirement, _)) = checks.into_iter().find(|(_, _, ok)| !ok) {
+            return Err(ConfigError::OutOfRange {
+                setting,
+                requirement,
+            });
+        }
+        if self.patience.is_some() && self.validation == 0 {
+            return Err(ConfigError::PatienceWithoutValidation);
+        }
+        Ok(())
     }
 }
 
@@ -299,9 +496,8 @@ impl Preset {
                     epochs: 15,
                     batch_size: 64,
                     lr: 0.003,
-                    optimizer: OptimizerKind::AdamW,
+                    optimizer: Optimizer::AdamW { weight_decay: 0.05 },
                     shuffle: true,
-                    weight_decay: Some(0.05),
                     schedule: LrSchedule::OneCycle,
                     label_smoothing: 0.1,
                     augment: Some(augment),
@@ -336,6 +532,8 @@ pub enum TrainError {
     OptimizerState(String),
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("saving the checkpoint failed")]
     Checkpoint(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -446,16 +644,19 @@ pub struct Trainer {
 
 impl Trainer {
     /// Starts from `weights` (fresh from `ModelConfig::initial_weights`, or a saved run's),
-    /// on the fused path when it applies (see [`Trainer::is_fused`]).
+    /// on the fused path when it applies (see [`Trainer::is_fused`]), once `config` is
+    /// [validated](TrainConfig::validate).
     pub fn new(
         model_config: ModelConfig,
         weights: Weights,
         config: TrainConfig,
         device: &Device,
-    ) -> Result<Self, WeightsError> {
-        let engine = match &model_config {
-            ModelConfig::Mlp(mlp) if FusedMlp::applies(&model_config, &config, device) => {
-                Engine::Fused(FusedMlp::new(mlp, weights, config.optimizer)?)
+    ) -> Result<Self, TrainError> {
+        config.validate()?;
+        let fused = FusedMlp::optimizer_for(&model_config, &config, device);
+        let engine = match (&model_config, fused) {
+            (ModelConfig::Mlp(mlp), Some(optimizer)) => {
+                Engine::Fused(FusedMlp::new(mlp, weights, optimizer)?)
             }
             _ => Self::burn_engine(&model_config, weights, &config, device)?,
         };
@@ -841,6 +1042,143 @@ pub fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configs_saved_before_the_optimizer_had_its_own_type_still_load() {
+        // As digits wrote them: the optimizer's name, `null` for its default weight decay,
+        // and a momentum even for Adam, which ignored it.
+        let old = |optimizer: &str, weight_decay: &str, momentum: &str| {
+            let json = format!(
+                r#"{{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "{optimizer}",
+                    "shuffle": false, "seed": 0, "weight_decay": {weight_decay},
+                    "momentum": {momentum}, "schedule": {{"kind": "constant"}}}}"#
+            );
+            serde_json::from_str::<TrainConfig>(&json)
+                .unwrap()
+                .optimizer
+        };
+        assert_eq!(
+            old("adam", "null", "0.0"),
+            Optimizer::Adam { weight_decay: 0.0 }
+        );
+        assert_eq!(
+            old("adam-w", "null", "0.0"),
+            Optimizer::AdamW { weight_decay: 0.01 }
+        );
+        assert_eq!(
+            old("adam-w", "0.05", "0.0"),
+            Optimizer::AdamW { weight_decay: 0.05 }
+        );
+        assert_eq!(
+            old("sgd", "null", "0.9"),
+            Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0
+            }
+        );
+        assert_eq!(
+            old("adam", "0.001", "0.9"),
+            Optimizer::Adam {
+                weight_decay: 0.001
+            }
+        );
+        // Older still: no weight decay or momentum at all.
+        let oldest = r#"{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "adam-w",
+                         "shuffle": false, "seed": 0}"#;
+        let config: TrainConfig = serde_json::from_str(oldest).unwrap();
+        assert_eq!(config.optimizer, Optimizer::AdamW { weight_decay: 0.01 });
+    }
+
+    #[test]
+    fn the_optimizer_is_saved_flat_with_only_its_own_settings() {
+        let saved = |optimizer: Optimizer| {
+            let config = TrainConfig {
+                optimizer,
+                ..TrainConfig::default()
+            };
+            let json = serde_json::to_value(&config).unwrap();
+            let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(back, config);
+            json
+        };
+        let adam = saved(Optimizer::Adam { weight_decay: 0.0 });
+        assert_eq!(adam["optimizer"], "adam");
+        assert_eq!(adam["weight_decay"], 0.0);
+        assert!(adam.get("momentum").is_none());
+        let plain_sgd = saved(OptimizerKind::Sgd.into());
+        assert!(
+            plain_sgd.get("momentum").is_none(),
+            "as Adam: nothing to compare"
+        );
+        let sgd = saved(Optimizer::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.0,
+        });
+        assert_eq!(sgd["momentum"], 0.9);
+        assert_eq!(saved(OptimizerKind::AdamW.into())["optimizer"], "adam-w");
+    }
+
+    #[test]
+    fn momentum_belongs_to_sgd_alone() {
+        let sgd = Optimizer::from(OptimizerKind::Sgd).with_momentum(0.9);
+        assert_eq!(
+            sgd,
+            Ok(Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0
+            })
+        );
+        let adam = Optimizer::from(OptimizerKind::Adam).with_momentum(0.9);
+        assert_eq!(adam, Err(ConfigError::MomentumWithout(OptimizerKind::Adam)));
+        assert_eq!(
+            adam.unwrap_err().to_string(),
+            "momentum is a setting of SGD; adam has none"
+        );
+    }
+
+    #[test]
+    fn validation_refuses_settings_no_training_could_use() {
+        let refused = |config: TrainConfig| config.validate().unwrap_err().to_string();
+        assert_eq!(TrainConfig::default().validate(), Ok(()));
+        assert_eq!(
+            refused(TrainConfig {
+                lr: f64::NAN,
+                ..TrainConfig::default()
+            }),
+            "lr must be a positive number"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                batch_size: 0,
+                ..TrainConfig::default()
+            }),
+            "batch_size must be from 1 to 65536"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                optimizer: Optimizer::Sgd {
+                    momentum: 1.0,
+                    weight_decay: 0.0
+                },
+                ..TrainConfig::default()
+            }),
+            "momentum must be in [0, 1)"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                optimizer: Optimizer::AdamW { weight_decay: -0.1 },
+                ..TrainConfig::default()
+            }),
+            "weight_decay must be zero or a positive number"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                patience: Some(2),
+                ..TrainConfig::default()
+            }),
+            "patience needs validation images to judge each epoch on"
+        );
+    }
 
     #[test]
     fn shuffling_is_a_permutation_fixed_by_seed_and_epoch() {
