@@ -612,6 +612,17 @@ pub enum OptimizerState {
     Fused(Vec<u8>),
 }
 
+/// Where a saved run stopped, with the optimizer state to go on from: what a trainer needs,
+/// beside the weights and settings, to continue the run exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumePoint {
+    /// `None` for imported weights, which have none: the optimizer then starts fresh.
+    pub optimizer_state: Option<OptimizerState>,
+    pub epochs_done: usize,
+    /// Batches of the next epoch already trained, when training was stopped mid-epoch.
+    pub batches_done: usize,
+}
+
 /// What does the arithmetic: Burn's autodiff and optimizers, or the fused MLP path.
 // A trainer holds one engine for its whole life, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -696,19 +707,17 @@ impl Trainer {
         matches!(self.engine, Engine::Fused(_))
     }
 
-    /// Continues a run that has done `epochs_done` epochs, with its saved optimizer state
-    /// (Adam's moments) when there is one; without it (imported weights) the optimizer starts
-    /// fresh. A state saved by Burn's path is resumed on Burn's path, so a run continues
-    /// exactly whichever path wrote it; a state for another optimizer is not used.
-    pub fn resume(
-        mut self,
-        optimizer_state: Option<OptimizerState>,
-        epochs_done: usize,
-    ) -> Result<Self, TrainError> {
-        self.resume_batches = 0;
+    /// Continues a saved run exactly where it stopped: after `point.epochs_done` epochs and
+    /// `point.batches_done` batches of the next (batch order and augmentation depend only on
+    /// the seed, the epoch and the batch's index, so the result is the same as if training
+    /// had not stopped), with its saved optimizer state (Adam's moments) when there is one;
+    /// without it (imported weights) the optimizer starts fresh. A state saved by Burn's path
+    /// is resumed on Burn's path, so a run continues exactly whichever path wrote it; a state
+    /// for another optimizer is not used.
+    pub fn resume(mut self, point: ResumePoint) -> Result<Self, TrainError> {
         let state_error =
             |err: &dyn std::fmt::Debug| TrainError::OptimizerState(format!("{err:?}"));
-        match optimizer_state {
+        match point.optimizer_state {
             None => {}
             Some(OptimizerState::Fused(bytes)) => match &mut self.engine {
                 Engine::Fused(fused) => fused.restore(&bytes).map_err(|e| state_error(&e))?,
@@ -731,17 +740,9 @@ impl Trainer {
                 }
             }
         }
-        self.epochs_done = epochs_done;
+        self.epochs_done = point.epochs_done;
+        self.resume_batches = point.batches_done;
         Ok(self)
-    }
-
-    /// Continues an epoch that was stopped after `batches_done` batches: the next
-    /// [`Trainer::train_epoch`] starts at the batch after them. Batch order and augmentation
-    /// depend only on the seed, the epoch and the batch's index, so the result is the same as
-    /// if training had not stopped.
-    pub fn skip_batches(mut self, batches_done: usize) -> Self {
-        self.resume_batches = batches_done;
-        self
     }
 
     /// Batches done in the current epoch: nonzero only when training was stopped mid-epoch.
