@@ -27,6 +27,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod eval;

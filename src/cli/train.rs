@@ -286,10 +286,9 @@ pub fn in_flag_terms(err: ExperimentError) -> anyhow::Error {
             setting,
             requirement,
         }) => anyhow!("--{} must be {requirement}", setting.replace('_', "-")),
-        ExperimentError::Config(ConfigError::MomentumWithout(kind)) => anyhow!(
-            "--momentum is a setting of --optimizer sgd; {} has none",
-            kind.as_str()
-        ),
+        ExperimentError::Config(ConfigError::MomentumWithout(kind)) => {
+            anyhow!("--momentum is a setting of --optimizer sgd; {kind} has none")
+        }
         ExperimentError::Config(ConfigError::PatienceWithoutValidation) => {
             anyhow!("--patience needs --validation N: the images to judge each epoch on")
         }

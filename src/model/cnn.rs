@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::layers::{self, Normalization, ParamIds, PyTorchInit, Reading};
 use super::mlp::Activation;
 use super::weights::{self, Weights, WeightsError};
+use crate::choice::Choice;
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 
 /// PyTorch's `BatchNorm2d` defaults.
@@ -264,7 +265,7 @@ impl CnnConfig {
             parts.push("bn".into());
         }
         parts.extend(self.hidden.iter().map(|w| format!("fc{w}")));
-        parts.push(self.activation.as_str().into());
+        parts.push(self.activation.name().into());
         if self.dropout > 0.0 {
             parts.push(format!("dropout{}", self.dropout));
         }

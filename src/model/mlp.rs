@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::{self, Normalization, ParamIds, PyTorchInit, Reading};
 use super::weights::{self, Weights, WeightsError};
+use crate::choice::Choice;
 use crate::data::{IMAGE_PIXELS, NUM_CLASSES};
 
 /// The non-linearity between layers. The tutorial uses ReLU and discusses sigmoid.
@@ -18,31 +19,19 @@ pub enum Activation {
     Sigmoid,
 }
 
-/// An activation name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown activation '{0}': expected relu or sigmoid")]
-pub struct UnknownActivation(pub String);
+impl Choice for Activation {
+    const KIND: &'static str = "activation";
+    const ALL: &'static [Self] = &[Self::Relu, Self::Sigmoid];
 
-impl std::str::FromStr for Activation {
-    type Err = UnknownActivation;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "relu" => Ok(Activation::Relu),
-            "sigmoid" => Ok(Activation::Sigmoid),
-            other => Err(UnknownActivation(other.to_string())),
-        }
-    }
-}
-
-impl Activation {
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Activation::Relu => "relu",
             Activation::Sigmoid => "sigmoid",
         }
     }
+}
 
+impl Activation {
     pub(crate) fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::Relu => activation::relu(x),

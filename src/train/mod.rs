@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) mod fused;
 
 use crate::augment::{self, AugmentConfig};
+use crate::choice::Choice;
 use crate::data::{Batch, Dataset, DatasetName, IMAGE_PIXELS, IMAGE_SIDE};
 use crate::eval::{self, Evaluation};
 use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
@@ -33,31 +34,15 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-impl OptimizerKind {
-    /// Its name, as `--optimizer` takes it.
-    pub fn as_str(self) -> &'static str {
+impl Choice for OptimizerKind {
+    const KIND: &'static str = "optimizer";
+    const ALL: &'static [Self] = &[Self::Adam, Self::AdamW, Self::Sgd];
+
+    fn name(self) -> &'static str {
         match self {
             OptimizerKind::Adam => "adam",
             OptimizerKind::AdamW => "adamw",
             OptimizerKind::Sgd => "sgd",
-        }
-    }
-}
-
-/// An optimizer name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown optimizer '{0}': expected adam, adamw or sgd")]
-pub struct UnknownOptimizer(pub String);
-
-impl std::str::FromStr for OptimizerKind {
-    type Err = UnknownOptimizer;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "adam" => Ok(OptimizerKind::Adam),
-            "adamw" => Ok(OptimizerKind::AdamW),
-            "sgd" => Ok(OptimizerKind::Sgd),
-            other => Err(UnknownOptimizer(other.to_string())),
         }
     }
 }
@@ -310,19 +295,14 @@ pub enum EngineChoice {
     Burn,
 }
 
-/// An engine name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown engine '{0}': expected auto or burn")]
-pub struct UnknownEngine(pub String);
+impl Choice for EngineChoice {
+    const KIND: &'static str = "engine";
+    const ALL: &'static [Self] = &[Self::Auto, Self::Burn];
 
-impl std::str::FromStr for EngineChoice {
-    type Err = UnknownEngine;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(EngineChoice::Auto),
-            "burn" => Ok(EngineChoice::Burn),
-            other => Err(UnknownEngine(other.to_string())),
+    fn name(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Burn => "burn",
         }
     }
 }
@@ -386,7 +366,7 @@ pub enum ConfigError {
         setting: &'static str,
         requirement: &'static str,
     },
-    #[error("momentum is a setting of SGD; {} has none", .0.as_str())]
+    #[error("momentum is a setting of SGD; {0} has none")]
     MomentumWithout(OptimizerKind),
     #[error("patience needs validation images to judge each epoch on")]
     PatienceWithoutValidation,
@@ -465,19 +445,14 @@ pub enum Preset {
     Best,
 }
 
-/// A preset name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown preset '{0}': expected tutorial or best")]
-pub struct UnknownPreset(pub String);
+impl Choice for Preset {
+    const KIND: &'static str = "preset";
+    const ALL: &'static [Self] = &[Self::Tutorial, Self::Best];
 
-impl std::str::FromStr for Preset {
-    type Err = UnknownPreset;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tutorial" => Ok(Preset::Tutorial),
-            "best" => Ok(Preset::Best),
-            other => Err(UnknownPreset(other.to_string())),
+    fn name(self) -> &'static str {
+        match self {
+            Preset::Tutorial => "tutorial",
+            Preset::Best => "best",
         }
     }
 }
