@@ -499,6 +499,11 @@ fn hand_edited_settings_out_of_range_are_refused_by_name() {
             "\"weight_decay\": 0.0, \"momentum\": 1.5",
             "momentum must be in [0, 1)",
         ),
+        (
+            "\"optimizer\": \"sgd\"",
+            "\"optimizer\": \"adam\", \"momentum\": 0.9",
+            "momentum is a setting of SGD; adam has none",
+        ),
     ] {
         assert!(config.contains(from), "{config}");
         std::fs::write(dir.path().join("run/config.json"), config.replace(from, to)).unwrap();

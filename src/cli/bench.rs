@@ -84,9 +84,10 @@ fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
     anyhow::ensure!(args.cnn_images > 0, "--cnn-images must be at least 1");
-    let selected = args.device.open(match args.json {
-        true => Announce::Quiet,
-        false => Announce::Stdout,
+    let selected = args.device.open(if args.json {
+        Announce::Quiet
+    } else {
+        Announce::Stdout
     })?;
     let say = |line: String| {
         if !args.json {

@@ -218,9 +218,10 @@ pub fn train(settings: &TrainSettings, plan: Plan) -> anyhow::Result<PathBuf> {
             return Err(Interrupted.into());
         }
         Err(err @ TrainError::Diverged { .. }) => {
-            let kept = match experiment.has_checkpoint() {
-                true => format!("{} keeps the last good checkpoint", out.display()),
-                false => "nothing was saved".to_string(),
+            let kept = if experiment.has_checkpoint() {
+                format!("{} keeps the last good checkpoint", out.display())
+            } else {
+                "nothing was saved".to_string()
             };
             return Err(anyhow!("{err}; {kept}"));
         }

@@ -52,31 +52,68 @@ pub const ADAMW_WEIGHT_DECAY: f64 = 0.01;
 
 /// An optimizer with the settings that mean something for it. Saved flat in a run's config
 /// (`"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0`), as before these settings had
-/// their own type.
+/// their own type; read back through [`SavedOptimizer`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "optimizer", rename_all = "kebab-case")]
+#[serde(
+    tag = "optimizer",
+    rename_all = "kebab-case",
+    try_from = "SavedOptimizer"
+)]
 pub enum Optimizer {
     /// PyTorch's Adam; `weight_decay` is an L2 penalty added to the gradients.
-    Adam {
-        #[serde(default, deserialize_with = "weight_decay_or_zero")]
-        weight_decay: f64,
-    },
+    Adam { weight_decay: f64 },
     /// Adam with decoupled weight decay (Loshchilov and Hutter 2019), as PyTorch's AdamW.
-    AdamW {
-        #[serde(
-            default = "adamw_weight_decay",
-            deserialize_with = "weight_decay_or_adamw_default"
-        )]
-        weight_decay: f64,
-    },
+    AdamW { weight_decay: f64 },
     /// Stochastic gradient descent; `momentum` 0 is the tutorial's plain SGD, and PyTorch's
     /// momentum has no dampening. `weight_decay` is an L2 penalty.
     Sgd {
-        #[serde(default, skip_serializing_if = "is_zero")]
+        #[serde(skip_serializing_if = "is_zero")]
         momentum: f64,
-        #[serde(default, deserialize_with = "weight_decay_or_zero")]
         weight_decay: f64,
     },
+}
+
+/// The optimizer as run configs have always spelled it: flat, with `"weight_decay": null` for
+/// the optimizer's default (in configs written before [`Optimizer`] had its own type) and a
+/// momentum of 0 written for every optimizer. Any other momentum for Adam or AdamW is refused,
+/// as on the command line, rather than ignored.
+#[derive(Deserialize)]
+struct SavedOptimizer {
+    optimizer: SavedOptimizerName,
+    #[serde(default)]
+    weight_decay: Option<f64>,
+    #[serde(default)]
+    momentum: f64,
+}
+
+/// The optimizers' names in run configs (`adam-w` is AdamW's there).
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SavedOptimizerName {
+    Adam,
+    AdamW,
+    Sgd,
+}
+
+impl TryFrom<SavedOptimizer> for Optimizer {
+    type Error = ConfigError;
+
+    fn try_from(saved: SavedOptimizer) -> Result<Self, ConfigError> {
+        let kind = match saved.optimizer {
+            SavedOptimizerName::Adam => OptimizerKind::Adam,
+            SavedOptimizerName::AdamW => OptimizerKind::AdamW,
+            SavedOptimizerName::Sgd => OptimizerKind::Sgd,
+        };
+        let mut optimizer = Optimizer::from(kind);
+        if let Some(decay) = saved.weight_decay {
+            optimizer = optimizer.with_weight_decay(decay);
+        }
+        match (optimizer, saved.momentum) {
+            (Optimizer::Sgd { .. }, momentum) => optimizer.with_momentum(momentum),
+            (_, 0.0) => Ok(optimizer),
+            (other, _) => Err(ConfigError::MomentumWithout(other.kind())),
+        }
+    }
 }
 
 impl Default for Optimizer {
@@ -142,23 +179,6 @@ impl Optimizer {
 
 fn is_zero(value: &f64) -> bool {
     *value == 0.0
-}
-
-fn adamw_weight_decay() -> f64 {
-    ADAMW_WEIGHT_DECAY
-}
-
-/// Run configs written before the optimizer had its own type saved `"weight_decay": null` for
-/// "the optimizer's default" (PyTorch's: none, or 0.01 for AdamW).
-fn weight_decay_or_zero<'de, D: serde::Deserializer<'de>>(from: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(from)?.unwrap_or(0.0))
-}
-
-/// As [`weight_decay_or_zero`], for AdamW.
-fn weight_decay_or_adamw_default<'de, D: serde::Deserializer<'de>>(
-    from: D,
-) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(from)?.unwrap_or(ADAMW_WEIGHT_DECAY))
 }
 
 /// How the learning rate moves over a run; `lr` is its peak.
@@ -1022,7 +1042,7 @@ mod tests {
     #[test]
     fn configs_saved_before_the_optimizer_had_its_own_type_still_load() {
         // As digits wrote them: the optimizer's name, `null` for its default weight decay,
-        // and a momentum even for Adam, which ignored it.
+        // and a momentum of 0 even for Adam, which ignored it.
         let old = |optimizer: &str, weight_decay: &str, momentum: &str| {
             let json = format!(
                 r#"{{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "{optimizer}",
@@ -1053,7 +1073,7 @@ mod tests {
             }
         );
         assert_eq!(
-            old("adam", "0.001", "0.9"),
+            old("adam", "0.001", "0.0"),
             Optimizer::Adam {
                 weight_decay: 0.001
             }
@@ -1063,6 +1083,18 @@ mod tests {
                          "shuffle": false, "seed": 0}"#;
         let config: TrainConfig = serde_json::from_str(oldest).unwrap();
         assert_eq!(config.optimizer, Optimizer::AdamW { weight_decay: 0.01 });
+    }
+
+    #[test]
+    fn a_saved_momentum_for_an_optimizer_without_one_is_refused_not_ignored() {
+        let edited = r#"{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "adam",
+                         "shuffle": false, "seed": 0, "weight_decay": 0.0, "momentum": 0.9}"#;
+        let err = serde_json::from_str::<TrainConfig>(edited).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("momentum is a setting of SGD; adam has none"),
+            "{err}"
+        );
     }
 
     #[test]
