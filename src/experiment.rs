@@ -442,3 +442,103 @@ pub fn next_free_name(parent: &Path, stem: &str, taken: impl Fn(&Path) -> bool) 
         .find(|dir| !taken(dir))
         .expect("some name is free")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Split;
+    use crate::train::Optimizer;
+
+    /// The settings a new run with `adjustments` trains with.
+    fn planned(adjustments: Adjustments) -> Result<TrainConfig, ExperimentError> {
+        let plan = Plan::start(adjustments, Some(PathBuf::from("unused")))?;
+        Ok(plan.settings(DatasetName::Mnist)?.1)
+    }
+
+    #[test]
+    fn another_optimizer_comes_with_its_own_defaults_and_naming_the_presets_keeps_them() {
+        let best = |optimizer, momentum| {
+            planned(Adjustments {
+                preset: Some(Preset::Best),
+                optimizer: Some(optimizer),
+                momentum,
+                ..Adjustments::default()
+            })
+            .map(|config| config.optimizer)
+        };
+        assert_eq!(
+            best(OptimizerKind::AdamW, None).unwrap(),
+            Optimizer::AdamW { weight_decay: 0.05 }
+        );
+        assert_eq!(
+            best(OptimizerKind::Adam, None).unwrap(),
+            Optimizer::Adam { weight_decay: 0.0 }
+        );
+        assert_eq!(
+            best(OptimizerKind::Sgd, Some(0.9)).unwrap(),
+            Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0
+            }
+        );
+        assert!(matches!(
+            best(OptimizerKind::Adam, Some(0.9)),
+            Err(ExperimentError::Config(ConfigError::MomentumWithout(
+                OptimizerKind::Adam
+            )))
+        ));
+    }
+
+    #[test]
+    fn resuming_finishes_an_interrupted_run_or_trains_as_many_epochs_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = ModelConfig::default();
+        let run = RunDir::create(dir.path()).unwrap();
+        let resumed_epochs = |epochs_done: usize, more: Option<usize>| {
+            let saved = RunConfig {
+                digits_version: "0".into(),
+                model: model.clone(),
+                train: Some(TrainConfig {
+                    epochs: 3,
+                    ..TrainConfig::default()
+                }),
+                imported: None,
+                dataset: DatasetName::MnistLite,
+                epochs_done,
+                batches_done: 0,
+            };
+            run.save(&saved, &model.initial_weights(0), None, &[], false)
+                .unwrap();
+            let more = Adjustments {
+                epochs: more,
+                ..Adjustments::default()
+            };
+            let experiment = Plan::resume(dir.path(), more, None)
+                .unwrap()
+                .prepare(
+                    DatasetName::MnistLite,
+                    Dataset::lite(Split::Train).truncated(64),
+                    Dataset::lite(Split::Test).truncated(64),
+                    &Device::flex(),
+                )
+                .unwrap();
+            assert_eq!(experiment.resumed_at(), Some((epochs_done, 0)));
+            experiment.trainer().config().epochs
+        };
+        assert_eq!(resumed_epochs(1, None), 3, "the rest of the epochs started");
+        assert_eq!(resumed_epochs(3, None), 6, "as many again");
+        assert_eq!(resumed_epochs(1, Some(1)), 2);
+        assert_eq!(resumed_epochs(3, Some(2)), 5);
+        assert!(matches!(
+            Plan::resume(
+                dir.path(),
+                Adjustments {
+                    model: Some(ModelKind::Cnn),
+                    ..Adjustments::default()
+                },
+                None
+            ),
+            Err(ExperimentError::ArchitectureFixed)
+        ));
+    }
+}

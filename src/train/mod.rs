@@ -431,7 +431,7 @@ impl TrainConfig {
             ),
             (
                 "schedule",
-                "step with every >= 1 and a factor in (0, 1]",
+                "a step of at least 1 epoch with a factor in (0, 1]",
                 match self.schedule {
                     LrSchedule::Step { every, factor } => {
                         every >= 1 && factor > 0.0 && factor <= 1.0
