@@ -14,7 +14,7 @@ use digits::eval;
 use digits::files::save_png;
 use digits::model::{Activation, MlpConfig, ModelConfig};
 use digits::show;
-use digits::train::{BatchProgress, OptimizerKind, TrainConfig, TrainObserver, Trainer};
+use digits::train::{BatchProgress, Optimizer, TrainConfig, TrainObserver, Trainer};
 
 /// Step 11's printing: the loss every 100 batches, as the tutorial's `train()` prints it.
 struct PrintEvery100;
@@ -82,7 +82,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         epochs,
         batch_size,
         lr: 0.01,
-        optimizer: OptimizerKind::Adam,
+        optimizer: Optimizer::Adam { weight_decay: 0.0 },
         shuffle: false,
         seed: 0,
         ..TrainConfig::default()

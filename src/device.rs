@@ -1,11 +1,11 @@
 //! Choosing where tensors live, at run time, as the tutorial's
 //! `"cuda" if torch.cuda.is_available() else "cpu"` does.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Once;
 
 use burn::tensor::Device;
+
+use crate::choice::Choice;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,11 +32,6 @@ pub struct SelectedDevice {
     pub reason: String,
 }
 
-/// A device name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown device '{0}': expected auto, cpu, cuda or wgpu")]
-pub struct UnknownDevice(pub String);
-
 /// A device that was asked for by name and cannot be used.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeviceError {
@@ -51,28 +46,17 @@ pub enum DeviceError {
     Unavailable { backend: &'static str, why: String },
 }
 
-impl FromStr for DeviceChoice {
-    type Err = UnknownDevice;
+impl Choice for DeviceChoice {
+    const KIND: &'static str = "device";
+    const ALL: &'static [Self] = &[Self::Auto, Self::Cpu, Self::Cuda, Self::Wgpu];
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(DeviceChoice::Auto),
-            "cpu" => Ok(DeviceChoice::Cpu),
-            "cuda" => Ok(DeviceChoice::Cuda),
-            "wgpu" => Ok(DeviceChoice::Wgpu),
-            other => Err(UnknownDevice(other.to_string())),
-        }
-    }
-}
-
-impl fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+    fn name(self) -> &'static str {
+        match self {
             DeviceChoice::Auto => "auto",
             DeviceChoice::Cpu => "cpu",
             DeviceChoice::Cuda => "cuda",
             DeviceChoice::Wgpu => "wgpu",
-        })
+        }
     }
 }
 

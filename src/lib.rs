@@ -19,16 +19,19 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Data flows one way: `data` (IDX files, downloads, batches) -> `augment` -> `model` -> `train` -> `run`
-//! (the folder a run is saved in) and `eval`, whose results `report` draws; `show` draws
-//! samples. A person's image goes through `prepare` (to the 28x28 digit MNIST models expect)
-//! and `predict`. Nothing here prints: progress reaches the caller through observer traits.
+//! Data flows one way: `data` (IDX files, downloads, batches) -> `augment` -> `model` ->
+//! `train` -> `run` (the folder a run is saved in) -> `experiment` (a whole run, from a preset
+//! and settings), and `eval`, whose results `report` draws; `show` draws samples. A person's
+//! image goes through `prepare` (to the 28x28 digit MNIST models expect) and `predict`.
+//! Nothing here prints: progress reaches the caller through observer traits.
 
 pub mod augment;
 pub mod bench;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod experiment;
 pub mod files;
 pub mod interop;
 pub mod labelled;

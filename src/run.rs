@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::data::DatasetName;
 use crate::files::write_atomically;
 use crate::model::{Model, ModelConfig, Weights, WeightsError, weights};
-use crate::train::{Checkpoint, EpochMetrics, OptimizerState, TrainConfig, TrainError, Trainer};
+use crate::train::{
+    Checkpoint, ConfigError, EpochMetrics, OptimizerState, TrainConfig, TrainError, Trainer,
+};
 
 const CONFIG_FILE: &str = "config.json";
 const WEIGHTS_FILE: &str = "model.safetensors";
@@ -111,6 +113,12 @@ pub enum RunError {
     #[error("{path}: {why}")]
     Unusable { path: String, why: String },
     #[error("{path}")]
+    Settings {
+        path: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("{path}")]
     Weights {
         path: String,
         #[source]
@@ -151,6 +159,11 @@ impl RunDir {
         })
     }
 
+    /// Whether `path` holds a run: where a new run must not be saved.
+    pub fn holds_run(path: &Path) -> bool {
+        path.join(CONFIG_FILE).exists()
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -169,10 +182,16 @@ impl RunDir {
             path: path.display().to_string(),
             source,
         })?;
-        if let Some(augment) = config.train.as_ref().and_then(|t| t.augment.as_ref()) {
-            augment.check().map_err(|why| RunError::Unusable {
+        if let Some(train) = &config.train {
+            if let Some(augment) = &train.augment {
+                augment.check().map_err(|why| RunError::Unusable {
+                    path: path.display().to_string(),
+                    why,
+                })?;
+            }
+            train.validate().map_err(|source| RunError::Settings {
                 path: path.display().to_string(),
-                why,
+                source,
             })?;
         }
         Ok(config)

@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{assert_clean_failure, digits, stderr, stdout};
 
 #[test]
@@ -86,6 +88,28 @@ fn train_prints_the_tutorial_lines_saves_a_run_and_resumes_it() {
         .map(|n| n.parse::<usize>().unwrap())
         .sum();
     assert_eq!(total, 10_000, "every test image is counted once:\n{text}");
+}
+
+#[test]
+fn train_help_gives_the_tutorial_presets_defaults_and_says_a_preset_changes_them() {
+    let help = stdout(&digits(Path::new("."), &["train", "--help"]));
+    let tutorial = digits::train::TrainConfig::default();
+    for default in [
+        format!("[default: {}, or the preset's]", tutorial.epochs),
+        format!("[default: {}, or the preset's]", tutorial.batch_size),
+        format!("[default: {}, or the preset's]", tutorial.lr),
+    ] {
+        assert!(help.contains(&default), "{default} in:\n{help}");
+    }
+    let (_, best) = digits::train::Preset::Best.recipe(digits::data::DatasetName::Mnist);
+    let described = format!(
+        "AdamW with weight decay {}, lr {}, one-cycle, batch {}, {} epochs",
+        best.optimizer.weight_decay(),
+        best.lr,
+        best.batch_size,
+        best.epochs
+    );
+    assert!(help.contains(&described), "{described} in:\n{help}");
 }
 
 #[test]
@@ -293,8 +317,20 @@ fn bad_flags_are_refused_with_a_message() {
         ),
         (&["train", "--batch-size", "-1"], "-1 is not in 1..=65536"),
         (
-            &["train", "--momentum", "-0.5"],
+            &["train", "--optimizer", "sgd", "--momentum", "-0.5"],
             "--momentum must be in [0, 1)",
+        ),
+        (
+            &["train", "--optimizer", "adam", "--momentum", "0.9"],
+            "--momentum is a setting of --optimizer sgd; adam has none",
+        ),
+        (
+            &["train", "--preset", "best", "--momentum", "0.9"],
+            "--momentum is a setting of --optimizer sgd; adamw has none",
+        ),
+        (
+            &["train", "--preset", "best", "--hidden", "64"],
+            "--hidden sets the widths of an MLP",
         ),
         (
             &["train", "--weight-decay", "-1"],
@@ -330,13 +366,13 @@ fn bad_flags_are_refused_with_a_message() {
             "--label-smoothing must be in [0, 1)",
         ),
         (
-            &["train", "--momentum", "1"],
+            &["train", "--optimizer", "sgd", "--momentum", "1"],
             "--momentum must be in [0, 1)",
         ),
         (&["train", "--augment", "wobbly"], "invalid value 'wobbly'"),
         (
-            &["train", "--activation", "tanh"],
-            "unknown activation 'tanh'",
+            &["train", "--activation", "swish"],
+            "unknown activation 'swish'",
         ),
         (&["train", "--dataset", "cifar"], "unknown dataset 'cifar'"),
         (
@@ -446,6 +482,40 @@ fn hand_edited_augmentation_that_would_ruin_images_is_refused() {
         &digits(dir.path(), &["train", "--resume", "run", "--epochs", "1"]),
         "augment.elastic.sigma is 0, but it must be between 0.5 and 28",
     );
+}
+
+#[test]
+fn hand_edited_settings_out_of_range_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::train_tiny_run(dir.path(), &["--optimizer", "sgd"]);
+    for (from, to, refusal) in [
+        (
+            "\"lr\": 0.01",
+            "\"lr\": -0.01",
+            "lr must be a positive number",
+        ),
+        (
+            "\"weight_decay\": 0.0",
+            "\"weight_decay\": 0.0, \"momentum\": 1.5",
+            "momentum must be in [0, 1)",
+        ),
+        (
+            "\"optimizer\": \"sgd\"",
+            "\"optimizer\": \"adam\", \"momentum\": 0.9",
+            "momentum is a setting of SGD; adam has none",
+        ),
+    ] {
+        assert!(config.contains(from), "{config}");
+        std::fs::write(dir.path().join("run/config.json"), config.replace(from, to)).unwrap();
+        for command in [
+            &["train", "--resume", "run", "--epochs", "1"][..],
+            &["eval", "--model", "run", "--dataset", "mnist-lite"],
+        ] {
+            let output = digits(dir.path(), command);
+            assert_clean_failure(&output, "config.json");
+            assert_clean_failure(&output, refusal);
+        }
+    }
 }
 
 #[test]

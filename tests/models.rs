@@ -9,7 +9,7 @@ use digits::data::{Dataset, Split};
 use digits::eval;
 use digits::model::{Ensemble, Model, ModelConfig, ModelKind};
 use digits::run::{RunCheckpoint, RunDir};
-use digits::train::{LrSchedule, OptimizerKind, Quiet, TrainConfig, Trainer, fit};
+use digits::train::{LrSchedule, Optimizer, Quiet, TrainConfig, Trainer, fit};
 
 /// Trainable parameters counted from the weights themselves (batch norm's running statistics
 /// are state, not parameters).
@@ -219,16 +219,21 @@ fn learning_rate_schedules_follow_their_shapes() {
 fn sgd_with_momentum_and_adamw_train() {
     let train = Dataset::lite(Split::Train).truncated(3_000);
     let test = Dataset::lite(Split::Test).truncated(500);
-    for (optimizer, lr, momentum) in [
-        (OptimizerKind::Sgd, 0.05, 0.9),
-        (OptimizerKind::AdamW, 0.002, 0.0),
+    for (optimizer, lr) in [
+        (
+            Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0,
+            },
+            0.05,
+        ),
+        (Optimizer::AdamW { weight_decay: 0.01 }, 0.002),
     ] {
         let model = ModelConfig::default();
         let config = TrainConfig {
             epochs: 1,
             optimizer,
             lr,
-            momentum,
             schedule: LrSchedule::OneCycle,
             label_smoothing: 0.1,
             augment: Some(digits::augment::AugmentConfig::digits()),

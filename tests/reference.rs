@@ -11,7 +11,7 @@ use digits::eval;
 use digits::model::{
     Activation, MlpConfig, Model, ModelConfig, ModelKind, NamedTensor, Weights, weights,
 };
-use digits::train::{EngineChoice, OptimizerKind, TrainConfig, Trainer};
+use digits::train::{EngineChoice, Optimizer, OptimizerKind, TrainConfig, Trainer};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -112,7 +112,7 @@ fn three_steps_match_pytorch(
         ..MlpConfig::default()
     });
     let config = TrainConfig {
-        optimizer,
+        optimizer: optimizer.into(),
         lr: 0.01,
         engine,
         ..TrainConfig::default()
@@ -257,9 +257,8 @@ fn three_adamw_steps_of_the_cnn_with_label_smoothing_equal_pytorchs() {
         "cnn_adamw.safetensors",
         ModelKind::Cnn,
         TrainConfig {
-            optimizer: OptimizerKind::AdamW,
+            optimizer: Optimizer::AdamW { weight_decay: 0.05 },
             lr: 0.003,
-            weight_decay: Some(0.05),
             label_smoothing: 0.1,
             batch_size: 64,
             ..TrainConfig::default()
@@ -273,7 +272,7 @@ fn three_adam_steps_of_the_large_cnn_equal_pytorchs() {
         "cnn_large_adam.safetensors",
         ModelKind::CnnLarge,
         TrainConfig {
-            optimizer: OptimizerKind::Adam,
+            optimizer: OptimizerKind::Adam.into(),
             lr: 0.001,
             ..TrainConfig::default()
         },
@@ -286,9 +285,11 @@ fn three_sgd_momentum_steps_of_lenet5_equal_pytorchs() {
         "lenet5_sgd_momentum.safetensors",
         ModelKind::Lenet5,
         TrainConfig {
-            optimizer: OptimizerKind::Sgd,
+            optimizer: Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0,
+            },
             lr: 0.01,
-            momentum: 0.9,
             ..TrainConfig::default()
         },
     );
@@ -417,7 +418,7 @@ fn gelu_and_average_pooling_match_pytorch_forward_backward_and_adam() {
         normalization: None,
     });
     let config = TrainConfig {
-        optimizer: OptimizerKind::Adam,
+        optimizer: OptimizerKind::Adam.into(),
         lr: 0.01,
         ..TrainConfig::default()
     };
@@ -434,7 +435,7 @@ fn tanh_matches_pytorch_on_both_paths() {
             ..MlpConfig::default()
         });
         let config = TrainConfig {
-            optimizer: OptimizerKind::Sgd,
+            optimizer: OptimizerKind::Sgd.into(),
             lr: 0.1,
             engine,
             ..TrainConfig::default()

@@ -196,8 +196,8 @@ fn compare_refuses_what_it_cannot_do_before_training_anything() {
         "cannot vary 'colour'",
     );
     assert_clean_failure(
-        &digits(dir.path(), &["compare", "--vary", "activation=relu,tanh"]),
-        "unknown activation 'tanh'",
+        &digits(dir.path(), &["compare", "--vary", "activation=relu,swish"]),
+        "unknown activation 'swish'",
     );
     assert_clean_failure(
         &digits(dir.path(), &["compare", "--vary", "lr=0.1"]),
@@ -206,6 +206,19 @@ fn compare_refuses_what_it_cannot_do_before_training_anything() {
     assert_clean_failure(
         &digits(dir.path(), &["compare", "--vary", "seed=1,2,1"]),
         "--vary seed lists 1 twice",
+    );
+    // Each variant's settings are checked whole, as `digits train` checks them.
+    assert_clean_failure(
+        &digits(dir.path(), &["compare", "--vary", "momentum=0.5,0.9"]),
+        "--vary momentum=0.5: --momentum is a setting of --optimizer sgd; adam has none",
+    );
+    assert_clean_failure(
+        &digits(dir.path(), &["compare", "--vary", "hidden=64+0,32"]),
+        "--vary hidden=64,0: invalid value '0' for '--hidden <HIDDEN>': 0 is not in 1..=65536",
+    );
+    assert_clean_failure(
+        &digits(dir.path(), &["compare", "--vary", "device=cpu,auto"]),
+        "cannot vary 'device'",
     );
     assert!(!dir.path().join("runs").exists(), "nothing was trained");
     assert_clean_failure(

@@ -5,6 +5,7 @@ mod common;
 use burn::tensor::Device;
 use digits::data::{Dataset, Split};
 use digits::eval;
+use digits::experiment::{self, Adjustments, Plan};
 use digits::model::{Model, ModelConfig};
 use digits::run::RunDir;
 use digits::train::{EngineChoice, Quiet, TrainConfig, Trainer};
@@ -27,7 +28,7 @@ fn three_epochs_of_the_tutorial_recipe_on_real_digits_reach_90_percent() {
     let train_set = Dataset::lite(Split::Train);
     let test_set = Dataset::lite(Split::Test);
     let dir = tempfile::tempdir().unwrap();
-    let (trainer, history) = common::train_saved_run(dir.path(), &train_set, &test_set, 3);
+    let (experiment, history) = common::train_saved_run(dir.path(), &train_set, &test_set, 3);
     assert_eq!(history.len(), 3);
     let last = history.last().unwrap();
     let best = history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max);
@@ -52,7 +53,7 @@ fn three_epochs_of_the_tutorial_recipe_on_real_digits_reach_90_percent() {
     assert_eq!(again.correct as f64 / 10_000.0, last.test_accuracy);
     assert_eq!(
         again.confusion,
-        eval::evaluate(&trainer.model(), &test_set, 32).confusion
+        eval::evaluate(&experiment.trainer().model(), &test_set, 32).confusion
     );
 }
 
@@ -69,21 +70,30 @@ fn resuming_a_saved_run_continues_exactly_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     common::train_saved_run(dir.path(), &train_set, &test_set, 1);
 
-    let run = RunDir::open(dir.path()).unwrap();
-    let saved = run.config().unwrap();
-    let config = TrainConfig {
-        epochs: 2,
-        ..saved.train.unwrap()
+    // As `digits train --resume RUN --epochs 1` does it.
+    let one_more = Adjustments {
+        epochs: Some(1),
+        ..Adjustments::default()
     };
-    let resumed =
-        Trainer::new(saved.model, run.weights().unwrap(), config, &Device::flex()).unwrap();
-    let mut resumed = resumed
-        .resume(run.optimizer_state().unwrap(), saved.epochs_done)
+    let mut resumed = Plan::resume(dir.path(), one_more, None)
+        .unwrap()
+        .prepare(
+            train_set.name,
+            train_set.clone(),
+            test_set.clone(),
+            &Device::flex(),
+        )
         .unwrap();
-    resumed.train_epoch(&train_set, &mut Quiet).unwrap();
+    assert_eq!(resumed.resumed_at(), Some((1, 0)));
+    resumed.fit(&mut Quiet).unwrap();
 
-    assert_eq!(resumed.epochs_done(), 2);
-    common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-6);
+    let trainer = resumed.trainer();
+    assert_eq!(trainer.epochs_done(), 2);
+    common::assert_weights_close(&straight.weights(), &trainer.weights(), 1e-6);
+    assert_eq!(
+        RunDir::open(dir.path()).unwrap().metrics().unwrap().len(),
+        2
+    );
 }
 
 #[test]
@@ -221,7 +231,7 @@ fn the_fused_path_and_burns_path_train_the_same_model() {
         });
         let trained = |engine| {
             let config = TrainConfig {
-                optimizer,
+                optimizer: optimizer.into(),
                 engine,
                 ..TrainConfig::default()
             };
@@ -298,15 +308,7 @@ fn a_run_resumes_on_the_path_that_wrote_its_optimizer_state() {
         epochs: 2,
         ..TrainConfig::default()
     };
-    let resumed = Trainer::new(
-        model.clone(),
-        run.weights().unwrap(),
-        config,
-        &Device::flex(),
-    )
-    .unwrap()
-    .resume(state, 1)
-    .unwrap();
+    let resumed = experiment::resume_trainer(&run, config, &Device::flex()).unwrap();
     assert!(!resumed.is_fused());
 }
 
@@ -385,12 +387,7 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
         assert_eq!((saved.epochs_done, saved.batches_done), (1, 30));
         assert_eq!(run.metrics().unwrap().len(), 1);
 
-        let mut resumed =
-            Trainer::new(saved.model, run.weights().unwrap(), config, &Device::flex())
-                .unwrap()
-                .resume(run.optimizer_state().unwrap(), saved.epochs_done)
-                .unwrap()
-                .skip_batches(saved.batches_done);
+        let mut resumed = experiment::resume_trainer(&run, config, &Device::flex()).unwrap();
         let losses = resumed.train_epoch(&train_set, &mut Quiet).unwrap();
         assert_eq!(losses.len(), 20);
         common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-5);
@@ -426,7 +423,7 @@ fn marks_that_are_no_digit_are_trained_towards_no_confident_answer() {
             epochs: 3,
             batch_size: 64,
             lr: 0.003,
-            optimizer: digits::train::OptimizerKind::AdamW,
+            optimizer: digits::train::OptimizerKind::AdamW.into(),
             shuffle: true,
             not_digits,
             ..TrainConfig::default()

@@ -3,13 +3,14 @@
 use clap::Args;
 use digits::bench::{self, EpochTiming, TUTORIAL_EPOCH_IMAGES, pytorch};
 use digits::data::{Dataset, Split};
-use digits::device::DeviceChoice;
 use digits::files::encode_png;
 use digits::model::{Model, ModelKind};
 use digits::predict::Predictor;
 use digits::prepare::{self, Prepared};
 use digits::train::{EngineChoice, Preset, TrainConfig};
 use serde::Serialize;
+
+use super::{Announce, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -31,9 +32,8 @@ pub struct BenchArgs {
     /// Skip the PyTorch baseline even when torch is installed.
     #[arg(long)]
     no_pytorch: bool,
-    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 /// Every figure, as `--json` prints it.
@@ -84,16 +84,16 @@ fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
     anyhow::ensure!(args.cnn_images > 0, "--cnn-images must be at least 1");
-    let selected = args.device.select()?;
+    let selected = args.device.open(if args.json {
+        Announce::Quiet
+    } else {
+        Announce::Stdout
+    })?;
     let say = |line: String| {
         if !args.json {
             println!("{line}");
         }
     };
-    say(format!(
-        "Using {} device ({})",
-        selected.name, selected.reason
-    ));
     let device = &selected.device;
 
     let tutorial = median(args.repeat, || {

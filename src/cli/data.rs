@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use digits::choice::Choice;
 use digits::data::download::{self, Silent};
 use digits::data::{DataSource, DatasetName, Fallback, Split};
 
@@ -40,7 +41,7 @@ fn fetch(data: DataArgs) -> anyhow::Result<()> {
         println!("{dataset} is built into digits; there is nothing to download.");
         return Ok(());
     }
-    let dir = data.data_dir.join(dataset.as_str());
+    let dir = data.data_dir.join(dataset.name());
     download::fetch_dataset(
         dataset,
         &dir,

@@ -5,14 +5,13 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use digits::data::{NUM_CLASSES, Split};
-use digits::device::DeviceChoice;
 use digits::eval;
 use digits::labelled::{self, Scorecard, Tally};
 use digits::model::Ensemble;
 use digits::predict::Verdict;
 use digits::run::RunDir;
 
-use super::DataArgs;
+use super::{Announce, DataArgs, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
@@ -32,14 +31,12 @@ pub struct EvalArgs {
     /// Images per batch (the average loss is a mean of batch means, as in the tutorial).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=65536))]
     batch_size: u32,
-    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let selected = args.device.select()?;
-    println!("Using {} device ({})", selected.name, selected.reason);
+    let selected = args.device.open(Announce::Stdout)?;
     if let Some(dir) = &args.images {
         return score_folder(&args, dir, &selected.device);
     }

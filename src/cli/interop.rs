@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use digits::data::DatasetName;
+use digits::experiment;
 use digits::files::write_atomically;
 use digits::interop;
-use digits::model::{Activation, ModelConfig, ModelKind};
+use digits::model::{Activation, ModelKind};
 use digits::run::{RunConfig, RunDir};
+
+use super::train::in_flag_terms;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
@@ -52,30 +55,18 @@ pub struct ExportArgs {
 }
 
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
-    if args.out.join("config.json").exists() {
+    if RunDir::holds_run(&args.out) {
         bail!(
             "{} already holds a run; choose another --out",
             args.out.display()
         );
     }
-    let mut model = args.arch.config();
-    match &mut model {
-        ModelConfig::Mlp(mlp) => {
-            if let Some(hidden) = &args.hidden {
-                mlp.hidden = hidden.iter().map(|&w| w as usize).collect();
-            }
-            mlp.activation = args.activation.unwrap_or(mlp.activation);
-        }
-        ModelConfig::Cnn(cnn) => {
-            if args.hidden.is_some() {
-                bail!(
-                    "--hidden sets the widths of an MLP; the convolutional models have fixed layers"
-                );
-            }
-            cnn.activation = args.activation.unwrap_or(cnn.activation);
-        }
-        ModelConfig::Layers(_) => unreachable!("--arch names digits' own architectures"),
-    }
+    let hidden: Option<Vec<usize>> = args
+        .hidden
+        .as_ref()
+        .map(|widths| widths.iter().map(|&w| w as usize).collect());
+    let model = experiment::architecture(args.arch, hidden.as_deref(), args.activation)
+        .map_err(in_flag_terms)?;
     let imported = interop::import_state_dict(&args.file, &model)?;
     if !imported.ignored.is_empty() {
         println!(

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use digits::data::{DataSource, DatasetName, Fallback, FetchOptions, ResolvedData, Split};
+use digits::device::{DeviceChoice, SelectedDevice};
 
 /// Handwritten-digit recognition: the PyTorch MNIST tutorial in Rust, on Burn.
 #[derive(Debug, Parser)]
@@ -155,5 +156,36 @@ impl DataArgs {
             );
         }
         Ok(resolved)
+    }
+}
+
+/// `--device`; shared by every command that computes.
+#[derive(Debug, Clone, Args)]
+struct DeviceArgs {
+    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+}
+
+/// Where a command says which device it uses: stdout, or stderr where stdout carries the
+/// command's answer, or nowhere where that answer is one JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Announce {
+    Stdout,
+    Stderr,
+    Quiet,
+}
+
+impl DeviceArgs {
+    /// Opens the device, saying which one and why.
+    fn open(&self, announce: Announce) -> anyhow::Result<SelectedDevice> {
+        let selected = self.device.select()?;
+        let line = format!("Using {} device ({})", selected.name, selected.reason);
+        match announce {
+            Announce::Stdout => println!("{line}"),
+            Announce::Stderr => eprintln!("{line}"),
+            Announce::Quiet => {}
+        }
+        Ok(selected)
     }
 }

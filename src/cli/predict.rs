@@ -6,12 +6,13 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use digits::device::DeviceChoice;
 use digits::files::save_png;
 use digits::labelled::{IMAGE_EXTENSIONS, is_image};
 use digits::predict::{DigitPrediction, Verdict};
 use digits::prepare::{self, Prepared};
 use serde_json::json;
+
+use super::{Announce, DeviceArgs};
 
 /// No image file people feed digits is near this size; it bounds what stdin can make us hold.
 const MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
@@ -37,9 +38,8 @@ pub struct PredictArgs {
     /// Read a whole number: the digits left to right.
     #[arg(long)]
     number: bool,
-    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,9 +59,8 @@ struct Input {
 
 /// Returns `Ok(true)` when every input was read, `Ok(false)` when some failed.
 pub fn run(args: PredictArgs) -> anyhow::Result<bool> {
-    let selected = args.device.select()?;
     // stdout carries the predictions (CSV or JSON); the device goes to stderr.
-    eprintln!("Using {} device ({})", selected.name, selected.reason);
+    let selected = args.device.open(Announce::Stderr)?;
     let device = selected.device;
     let predictor = super::load_predictor(&args.models, &device)?;
     let inputs = gather(&args.paths)?;

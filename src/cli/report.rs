@@ -3,16 +3,16 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use digits::data::Split;
-use digits::device::DeviceChoice;
 use digits::eval;
+use digits::experiment::{Adjustments, Plan, next_free_name};
 use digits::files::save_png;
 use digits::report::{self, LabelledHistory, ReportInputs, charts};
 use digits::run::RunDir;
 
-use super::DataArgs;
-use super::train::{TrainSettings, next_free_name, train};
+use super::train::{TrainSettings, in_flag_terms, train};
+use super::{Announce, DataArgs, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -23,15 +23,13 @@ pub struct ReportArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
-    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn report(args: ReportArgs) -> anyhow::Result<()> {
     let run = RunDir::open(&args.run)?;
-    let selected = args.device.select()?;
-    println!("Using {} device ({})", selected.name, selected.reason);
+    let selected = args.device.open(Announce::Stdout)?;
     let (config, model) = run.load_model(&selected.device)?;
     let history = run.metrics()?;
     let test = args
@@ -123,23 +121,58 @@ fn train_variants(vary: &str, settings: &TrainSettings) -> anyhow::Result<Vec<Pa
     if values.len() < 2 {
         bail!("--vary {key} needs at least two values");
     }
+    // A fresh folder each time, so the same comparison can be run again.
+    let parent = next_free_name(Path::new("runs"), &format!("compare-{key}"), Path::exists);
     // Refuse a bad value before spending minutes training the good ones.
+    let common = settings.adjustments();
+    let mut plans = Vec::new();
     for (i, value) in values.iter().enumerate() {
-        settings.clone().set(key, value)?;
         if values[..i].contains(value) {
             bail!("--vary {key} lists {value} twice");
         }
+        let adjustments = variant(key, value)?.or(&common);
+        let plan = Plan::start(adjustments, Some(parent.join(value)))
+            .map_err(in_flag_terms)
+            .with_context(|| format!("--vary {key}={value}"))?;
+        plans.push((value, plan));
     }
-    // A fresh folder each time, so the same comparison can be run again.
-    let parent = next_free_name(Path::new("runs"), &format!("compare-{key}"), Path::exists);
     let mut variants = Vec::new();
-    for value in values {
-        let mut variant = settings.clone();
-        variant.set(key, value)?;
+    for (value, plan) in plans {
         println!("\n== {key}={value} ==");
-        variants.push(train(&variant, None, Some(parent.join(value)))?);
+        variants.push(train(settings, plan)?);
     }
     Ok(variants)
+}
+
+/// What the training flag `--KEY VALUE` alone changes, parsed as `digits train` parses it. A
+/// flag that takes a list has its items joined with `+` (`hidden=128+400`), since commas
+/// separate the values.
+fn variant(key: &str, value: &str) -> anyhow::Result<Adjustments> {
+    let flags = TrainSettings::augment_args(clap::Command::new("--vary").no_binary_name(true));
+    let delimiter = flags
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some(key))
+        .map(|arg| arg.get_value_delimiter())
+        .with_context(|| format!("--vary cannot vary '{key}': it is no flag of digits train"))?;
+    let value = match delimiter {
+        Some(delimiter) => value.replace('+', &delimiter.to_string()),
+        None => value.to_string(),
+    };
+    let matches = flags
+        .try_get_matches_from([format!("--{key}"), value.clone()])
+        .map_err(|err| {
+            let message = err.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            anyhow::anyhow!(
+                "--vary {key}={value}: {}",
+                first.trim_start_matches("error: ")
+            )
+        })?;
+    let adjustments = TrainSettings::from_arg_matches(&matches)?.adjustments();
+    if adjustments == Adjustments::default() {
+        bail!("--vary cannot vary '{key}': it says where or how to train, not what");
+    }
+    Ok(adjustments)
 }
 
 fn run_name(path: &Path) -> String {

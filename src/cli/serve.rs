@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use digits::device::DeviceChoice;
 use digits::serve::{self, AppState, Timeouts};
+
+use super::{Announce, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -20,9 +21,8 @@ pub struct ServeArgs {
     /// that can be listened on is used.
     #[arg(long, default_value = "127.0.0.1:8080", value_parser = host_and_port)]
     addr: String,
-    /// auto (CUDA, else a hardware wgpu adapter, else the CPU), cpu, cuda or wgpu.
-    #[arg(long, default_value = "auto")]
-    device: DeviceChoice,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Seconds a client may take to send a request's headers before its connection is closed.
     #[arg(long, value_name = "SECONDS", value_parser = positive_seconds,
           default_value_t = Timeouts::default().headers.as_secs_f64())]
@@ -79,8 +79,7 @@ async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let selected = args.device.select()?;
-    println!("Using {} device ({})", selected.name, selected.reason);
+    let selected = args.device.open(Announce::Stdout)?;
     let device = selected.device;
     let predictor = super::load_predictor(&args.models, &device)?;
     let timeouts = Timeouts {

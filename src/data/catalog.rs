@@ -1,9 +1,10 @@
 //! The datasets digits knows by name: their files, published digests, mirrors and classes.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::choice::Choice;
 
 /// A dataset digits can train and evaluate on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -151,18 +152,21 @@ const FASHION_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
-impl DatasetName {
-    pub const ALL: [DatasetName; 3] = [Self::Mnist, Self::FashionMnist, Self::MnistLite];
+impl Choice for DatasetName {
+    const KIND: &'static str = "dataset";
+    const ALL: &'static [Self] = &[Self::Mnist, Self::FashionMnist, Self::MnistLite];
 
     /// The name used on the command line, in run configs and as the folder under `--data-dir`.
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Self::Mnist => "mnist",
             Self::FashionMnist => "fashion-mnist",
             Self::MnistLite => "mnist-lite",
         }
     }
+}
 
+impl DatasetName {
     /// The files to download, or `None` for the built-in set.
     pub fn files(self) -> Option<&'static DataFiles> {
         match self {
@@ -193,28 +197,6 @@ impl DatasetName {
             Self::Mnist | Self::MnistLite => &DIGIT_CLASSES,
             Self::FashionMnist => &FASHION_CLASSES,
         }
-    }
-}
-
-impl fmt::Display for DatasetName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A dataset name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown dataset '{0}': expected one of mnist, fashion-mnist, mnist-lite")]
-pub struct UnknownDataset(pub String);
-
-impl FromStr for DatasetName {
-    type Err = UnknownDataset;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|name| name.as_str() == s)
-            .ok_or_else(|| UnknownDataset(s.to_string()))
     }
 }
 

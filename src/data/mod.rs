@@ -15,6 +15,8 @@ pub use catalog::{DatasetName, Split};
 pub use download::{DownloadError, FetchOptions, FetchProgress};
 use idx::IdxError;
 
+use crate::choice::Choice;
+
 /// Images are 28x28 in every set digits knows.
 pub const IMAGE_SIDE: usize = 28;
 /// Pixels in one image.
@@ -301,7 +303,7 @@ impl DataSource {
             })
             .collect();
         let found = |dir: &Path| needed.iter().all(|f| find_file(dir, f).is_some());
-        let own_dir = self.data_dir.join(self.dataset.as_str());
+        let own_dir = self.data_dir.join(self.dataset.name());
         for dir in [&self.data_dir, &own_dir] {
             if found(dir) {
                 return Ok(self.found_at(dir));

@@ -18,6 +18,8 @@ use burn::prelude::*;
 use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
+use crate::choice::Choice;
+
 pub use cnn::{CnnConfig, ConvLayer};
 pub use layers::Normalization;
 pub use layers_config::{LayerConfig, LayersConfig};
@@ -58,22 +60,23 @@ pub enum ModelKind {
     CnnLarge,
 }
 
-/// A model name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown model '{0}': expected mlp, mlp-large, lenet5, cnn or cnn-large")]
-pub struct UnknownModel(pub String);
+impl Choice for ModelKind {
+    const KIND: &'static str = "model";
+    const ALL: &'static [Self] = &[
+        Self::Mlp,
+        Self::MlpLarge,
+        Self::Lenet5,
+        Self::Cnn,
+        Self::CnnLarge,
+    ];
 
-impl std::str::FromStr for ModelKind {
-    type Err = UnknownModel;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mlp" => Ok(ModelKind::Mlp),
-            "mlp-large" => Ok(ModelKind::MlpLarge),
-            "lenet5" => Ok(ModelKind::Lenet5),
-            "cnn" => Ok(ModelKind::Cnn),
-            "cnn-large" => Ok(ModelKind::CnnLarge),
-            other => Err(UnknownModel(other.to_string())),
+    fn name(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::MlpLarge => "mlp-large",
+            ModelKind::Lenet5 => "lenet5",
+            ModelKind::Cnn => "cnn",
+            ModelKind::CnnLarge => "cnn-large",
         }
     }
 }

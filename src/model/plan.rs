@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::Normalization;
 use super::weights::{NamedTensor, Weights};
+use crate::choice::Choice;
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 
 /// PyTorch's `BatchNorm2d` defaults, used by training, inference and ONNX export alike.
@@ -31,27 +32,11 @@ pub enum Activation {
     Gelu,
 }
 
-/// An activation name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown activation '{0}': expected relu, sigmoid, tanh or gelu")]
-pub struct UnknownActivation(pub String);
+impl Choice for Activation {
+    const KIND: &'static str = "activation";
+    const ALL: &'static [Self] = &[Self::Relu, Self::Sigmoid, Self::Tanh, Self::Gelu];
 
-impl std::str::FromStr for Activation {
-    type Err = UnknownActivation;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "relu" => Ok(Activation::Relu),
-            "sigmoid" => Ok(Activation::Sigmoid),
-            "tanh" => Ok(Activation::Tanh),
-            "gelu" => Ok(Activation::Gelu),
-            other => Err(UnknownActivation(other.to_string())),
-        }
-    }
-}
-
-impl Activation {
-    pub fn as_str(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Activation::Relu => "relu",
             Activation::Sigmoid => "sigmoid",
@@ -357,7 +342,7 @@ impl Plan {
             let hidden = &widths[1..widths.len() - 1];
             parts.extend(hidden.iter().map(|w| format!("fc{w}")));
         }
-        parts.push(activation.unwrap_or_default().as_str().into());
+        parts.push(activation.unwrap_or_default().name().into());
         if let Some(p) = dropout {
             parts.push(format!("dropout{p}"));
         }

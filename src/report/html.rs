@@ -67,7 +67,7 @@ pub(super) fn page(inputs: &ReportInputs, pngs: &Pngs) -> String {
             html,
             "<tr><th>training</th><td>{optimizer:?}, lr {lr}, batch {batch}, {epochs} epochs, \
              shuffle {shuffle}, seed {seed}</td></tr>",
-            optimizer = train.optimizer,
+            optimizer = train.optimizer.kind(),
             lr = train.lr,
             batch = train.batch_size,
             epochs = config.epochs_done,

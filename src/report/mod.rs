@@ -202,7 +202,7 @@ mod tests {
                 ..MlpConfig::default()
             }),
             train: Some(TrainConfig {
-                optimizer,
+                optimizer: optimizer.into(),
                 ..TrainConfig::default()
             }),
             imported: None,

@@ -13,7 +13,7 @@ use crate::model::{
     weights,
 };
 
-use super::{OptimizerKind, TrainConfig};
+use super::{Optimizer, TrainConfig};
 
 /// PyTorch's Adam defaults (digits uses PyTorch's epsilon on both paths).
 const BETA1: f32 = 0.9;
@@ -54,6 +54,14 @@ fn gemm(
     }
 }
 
+/// The optimizers this path implements: PyTorch's Adam and plain SGD, neither with weight
+/// decay. Other settings cannot be represented, so cannot be mistaken for these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FusedOptimizer {
+    Adam,
+    Sgd,
+}
+
 /// One layer: weight `[outputs, inputs]` then bias, in one buffer so one loop updates both.
 struct Dense {
     name: String,
@@ -77,7 +85,7 @@ pub(crate) struct FusedMlp {
     layers: Vec<Dense>,
     activation: DenseActivation,
     normalization: Option<Normalization>,
-    optimizer: OptimizerKind,
+    optimizer: FusedOptimizer,
     /// Adam steps taken (its bias correction needs them).
     steps: u64,
     /// The input, then each layer's output (after the activation, except the logits).
@@ -145,35 +153,33 @@ impl DenseStack {
 }
 
 impl FusedMlp {
-    /// The network's layers if this path computes what Burn's would for this run.
+    /// The network's layers and the optimizer this path runs for this run, when it computes
+    /// what Burn's would; `None` when the run needs Burn's path.
     pub fn applies(
         model: &ModelConfig,
         config: &TrainConfig,
         device: &burn::tensor::Device,
-    ) -> Option<DenseStack> {
+    ) -> Option<(DenseStack, FusedOptimizer)> {
         let optimizer = match config.optimizer {
-            OptimizerKind::Adam => config.weight_decay.unwrap_or(0.0) == 0.0,
-            OptimizerKind::Sgd => {
-                config.weight_decay.unwrap_or(0.0) == 0.0 && config.momentum == 0.0
-            }
-            OptimizerKind::AdamW => false,
+            Optimizer::Adam { weight_decay } if weight_decay == 0.0 => FusedOptimizer::Adam,
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            } if momentum == 0.0 && weight_decay == 0.0 => FusedOptimizer::Sgd,
+            _ => return None,
         };
-        let applies = optimizer
-            && config.engine == super::EngineChoice::Auto
+        let applies = config.engine == super::EngineChoice::Auto
             && config.label_smoothing == 0.0
             && config.not_digits == 0.0
             && *device == burn::tensor::Device::flex();
-        model
-            .plan()
-            .ok()
-            .filter(|_| applies)
-            .and_then(|plan| DenseStack::of(&plan))
+        let stack = DenseStack::of(&model.plan().ok()?)?;
+        applies.then_some((stack, optimizer))
     }
 
     pub fn new(
         stack: DenseStack,
         mut weights: Weights,
-        optimizer: OptimizerKind,
+        optimizer: FusedOptimizer,
     ) -> Result<Self, WeightsError> {
         let count = stack.layers.len();
         let mut layers = Vec::with_capacity(count);
@@ -186,7 +192,7 @@ impl FusedMlp {
                 &[outputs],
             )?);
             let len = params.len();
-            let moments = if optimizer == OptimizerKind::Adam {
+            let moments = if optimizer == FusedOptimizer::Adam {
                 len
             } else {
                 0
@@ -329,7 +335,7 @@ impl FusedMlp {
         let loss = self.backward(batch);
         let lr = lr as f32;
         match self.optimizer {
-            OptimizerKind::Adam => {
+            FusedOptimizer::Adam => {
                 self.steps += 1;
                 let correction1 = 1.0 - BETA1.powi(self.steps as i32);
                 let correction2 = (1.0 - BETA2.powi(self.steps as i32)).sqrt();
@@ -343,7 +349,7 @@ impl FusedMlp {
                     }
                 }
             }
-            OptimizerKind::Sgd | OptimizerKind::AdamW => {
+            FusedOptimizer::Sgd => {
                 for layer in &mut self.layers {
                     layer
                         .params
@@ -425,7 +431,7 @@ impl FusedMlp {
         let mut moments = weights::select_from_safetensors_bytes(bytes, origin, |name| {
             (name != STEP).then_some(name)
         })?;
-        if self.optimizer != OptimizerKind::Adam || moments.is_empty() {
+        if self.optimizer != FusedOptimizer::Adam || moments.is_empty() {
             return Ok(());
         }
         for layer in &mut self.layers {

@@ -17,14 +17,15 @@ use serde::{Deserialize, Serialize};
 pub(crate) mod fused;
 
 use crate::augment::{self, AugmentConfig};
+use crate::choice::Choice;
 use crate::data::{Batch, Dataset, DatasetName, IMAGE_PIXELS, IMAGE_SIDE};
 use crate::eval::{self, Evaluation};
 use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
 use fused::FusedMlp;
 
-/// Which optimizer. The tutorial uses Adam and discusses SGD.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+/// Which optimizer, by name: what `--optimizer` chooses. The tutorial uses Adam and discusses
+/// SGD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OptimizerKind {
     #[default]
     Adam,
@@ -33,22 +34,151 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-/// An optimizer name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown optimizer '{0}': expected adam, adamw or sgd")]
-pub struct UnknownOptimizer(pub String);
+impl Choice for OptimizerKind {
+    const KIND: &'static str = "optimizer";
+    const ALL: &'static [Self] = &[Self::Adam, Self::AdamW, Self::Sgd];
 
-impl std::str::FromStr for OptimizerKind {
-    type Err = UnknownOptimizer;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "adam" => Ok(OptimizerKind::Adam),
-            "adamw" => Ok(OptimizerKind::AdamW),
-            "sgd" => Ok(OptimizerKind::Sgd),
-            other => Err(UnknownOptimizer(other.to_string())),
+    fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::AdamW => "adamw",
+            OptimizerKind::Sgd => "sgd",
         }
     }
+}
+
+/// PyTorch's default weight decay for AdamW; its Adam and SGD have none.
+pub const ADAMW_WEIGHT_DECAY: f64 = 0.01;
+
+/// An optimizer with the settings that mean something for it. Saved flat in a run's config
+/// (`"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.0`), as before these settings had
+/// their own type; read back through [`SavedOptimizer`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "optimizer",
+    rename_all = "kebab-case",
+    try_from = "SavedOptimizer"
+)]
+pub enum Optimizer {
+    /// PyTorch's Adam; `weight_decay` is an L2 penalty added to the gradients.
+    Adam { weight_decay: f64 },
+    /// Adam with decoupled weight decay (Loshchilov and Hutter 2019), as PyTorch's AdamW.
+    AdamW { weight_decay: f64 },
+    /// Stochastic gradient descent; `momentum` 0 is the tutorial's plain SGD, and PyTorch's
+    /// momentum has no dampening. `weight_decay` is an L2 penalty.
+    Sgd {
+        #[serde(skip_serializing_if = "is_zero")]
+        momentum: f64,
+        weight_decay: f64,
+    },
+}
+
+/// The optimizer as run configs have always spelled it: flat, with `"weight_decay": null` for
+/// the optimizer's default (in configs written before [`Optimizer`] had its own type) and a
+/// momentum of 0 written for every optimizer. Any other momentum for Adam or AdamW is refused,
+/// as on the command line, rather than ignored.
+#[derive(Deserialize)]
+struct SavedOptimizer {
+    optimizer: SavedOptimizerName,
+    #[serde(default)]
+    weight_decay: Option<f64>,
+    #[serde(default)]
+    momentum: f64,
+}
+
+/// The optimizers' names in run configs (`adam-w` is AdamW's there).
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum SavedOptimizerName {
+    Adam,
+    AdamW,
+    Sgd,
+}
+
+impl TryFrom<SavedOptimizer> for Optimizer {
+    type Error = ConfigError;
+
+    fn try_from(saved: SavedOptimizer) -> Result<Self, ConfigError> {
+        let kind = match saved.optimizer {
+            SavedOptimizerName::Adam => OptimizerKind::Adam,
+            SavedOptimizerName::AdamW => OptimizerKind::AdamW,
+            SavedOptimizerName::Sgd => OptimizerKind::Sgd,
+        };
+        let mut optimizer = Optimizer::from(kind);
+        if let Some(decay) = saved.weight_decay {
+            optimizer = optimizer.with_weight_decay(decay);
+        }
+        match (optimizer, saved.momentum) {
+            (Optimizer::Sgd { .. }, momentum) => optimizer.with_momentum(momentum),
+            (_, 0.0) => Ok(optimizer),
+            (other, _) => Err(ConfigError::MomentumWithout(other.kind())),
+        }
+    }
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        OptimizerKind::default().into()
+    }
+}
+
+/// The optimizer with PyTorch's defaults: no momentum, and weight decay only for AdamW.
+impl From<OptimizerKind> for Optimizer {
+    fn from(kind: OptimizerKind) -> Self {
+        match kind {
+            OptimizerKind::Adam => Optimizer::Adam { weight_decay: 0.0 },
+            OptimizerKind::AdamW => Optimizer::AdamW {
+                weight_decay: ADAMW_WEIGHT_DECAY,
+            },
+            OptimizerKind::Sgd => Optimizer::Sgd {
+                momentum: 0.0,
+                weight_decay: 0.0,
+            },
+        }
+    }
+}
+
+impl Optimizer {
+    pub fn kind(self) -> OptimizerKind {
+        match self {
+            Optimizer::Adam { .. } => OptimizerKind::Adam,
+            Optimizer::AdamW { .. } => OptimizerKind::AdamW,
+            Optimizer::Sgd { .. } => OptimizerKind::Sgd,
+        }
+    }
+
+    pub fn weight_decay(self) -> f64 {
+        match self {
+            Optimizer::Adam { weight_decay }
+            | Optimizer::AdamW { weight_decay }
+            | Optimizer::Sgd { weight_decay, .. } => weight_decay,
+        }
+    }
+
+    /// The same optimizer with `weight_decay` instead.
+    pub fn with_weight_decay(mut self, decay: f64) -> Self {
+        match &mut self {
+            Optimizer::Adam { weight_decay }
+            | Optimizer::AdamW { weight_decay }
+            | Optimizer::Sgd { weight_decay, .. } => *weight_decay = decay,
+        }
+        self
+    }
+
+    /// The same optimizer with `momentum` instead; only SGD has one.
+    pub fn with_momentum(self, momentum: f64) -> Result<Self, ConfigError> {
+        match self {
+            Optimizer::Sgd { weight_decay, .. } => Ok(Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            }),
+            other => Err(ConfigError::MomentumWithout(other.kind())),
+        }
+    }
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 /// How the learning rate moves over a run; `lr` is its peak.
@@ -144,18 +274,12 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
-    pub optimizer: OptimizerKind,
+    #[serde(flatten)]
+    pub optimizer: Optimizer,
     /// Reshuffle the training set every epoch; the tutorial keeps the dataset's order.
     pub shuffle: bool,
     /// Seeds the initial weights, the shuffling and the augmentation.
     pub seed: u64,
-    /// L2 penalty (Adam, SGD) or decoupled decay (AdamW); `None`: PyTorch's default for the
-    /// optimizer (0, or 0.01 for AdamW).
-    #[serde(default)]
-    pub weight_decay: Option<f64>,
-    /// SGD's momentum (0: plain SGD, as the tutorial).
-    #[serde(default)]
-    pub momentum: f64,
     #[serde(default)]
     pub schedule: LrSchedule,
     /// Label smoothing of the cross-entropy target (0: none).
@@ -191,19 +315,14 @@ pub enum EngineChoice {
     Burn,
 }
 
-/// An engine name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown engine '{0}': expected auto or burn")]
-pub struct UnknownEngine(pub String);
+impl Choice for EngineChoice {
+    const KIND: &'static str = "engine";
+    const ALL: &'static [Self] = &[Self::Auto, Self::Burn];
 
-impl std::str::FromStr for EngineChoice {
-    type Err = UnknownEngine;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(EngineChoice::Auto),
-            "burn" => Ok(EngineChoice::Burn),
-            other => Err(UnknownEngine(other.to_string())),
+    fn name(self) -> &'static str {
+        match self {
+            EngineChoice::Auto => "auto",
+            EngineChoice::Burn => "burn",
         }
     }
 }
@@ -214,11 +333,9 @@ impl Default for TrainConfig {
             epochs: 10,
             batch_size: 32,
             lr: 0.01,
-            optimizer: OptimizerKind::Adam,
+            optimizer: Optimizer::default(),
             shuffle: false,
             seed: 0,
-            weight_decay: None,
-            momentum: 0.0,
             schedule: LrSchedule::Constant,
             label_smoothing: 0.0,
             validation: 0,
@@ -235,24 +352,104 @@ impl TrainConfig {
         let decay = |penalty: f64| (penalty > 0.0).then(|| WeightDecayConfig::new(penalty as f32));
         match self.optimizer {
             // PyTorch's epsilon: Burn's default (1e-5) changes the tutorial's early steps.
-            OptimizerKind::Adam => AdamConfig::new()
+            Optimizer::Adam { weight_decay } => AdamConfig::new()
                 .with_epsilon(1e-8)
-                .with_weight_decay(decay(self.weight_decay.unwrap_or(0.0)))
+                .with_weight_decay(decay(weight_decay))
                 .init(),
-            OptimizerKind::AdamW => AdamWConfig::new()
+            Optimizer::AdamW { weight_decay } => AdamWConfig::new()
                 .with_epsilon(1e-8)
-                .with_weight_decay(self.weight_decay.unwrap_or(0.01) as f32)
+                .with_weight_decay(weight_decay as f32)
                 .init(),
-            OptimizerKind::Sgd => SgdConfig::new()
-                .with_weight_decay(decay(self.weight_decay.unwrap_or(0.0)))
-                .with_momentum((self.momentum > 0.0).then(|| {
+            Optimizer::Sgd {
+                momentum,
+                weight_decay,
+            } => SgdConfig::new()
+                .with_weight_decay(decay(weight_decay))
+                .with_momentum((momentum > 0.0).then(|| {
                     // PyTorch's momentum has no dampening; Burn's default has 0.1.
                     MomentumConfig::new()
-                        .with_momentum(self.momentum)
+                        .with_momentum(momentum)
                         .with_dampening(0.0)
                 }))
                 .init(),
         }
+    }
+}
+
+/// A training setting that no training could use: out of its range, or meaningless beside
+/// the others.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// `setting` is the config's name for it (`weight_decay`).
+    #[error("{setting} must be {requirement}")]
+    OutOfRange {
+        setting: &'static str,
+        requirement: &'static str,
+    },
+    #[error("momentum is a setting of SGD; {0} has none")]
+    MomentumWithout(OptimizerKind),
+    #[error("patience needs validation images to judge each epoch on")]
+    PatienceWithoutValidation,
+}
+
+impl TrainConfig {
+    /// Checks every setting's range; [`Trainer::new`] and reading a run's config call it, so
+    /// neither a library caller nor a hand-edited `config.json` skips it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = "a positive number";
+        let fraction = "in [0, 1)";
+        let checks: [(&'static str, &'static str, bool); 8] = [
+            ("epochs", "at least 1", self.epochs >= 1),
+            (
+                "batch_size",
+                "from 1 to 65536",
+                (1..=65536).contains(&self.batch_size),
+            ),
+            ("lr", positive, self.lr.is_finite() && self.lr > 0.0),
+            (
+                "weight_decay",
+                "zero or a positive number",
+                self.optimizer.weight_decay().is_finite() && self.optimizer.weight_decay() >= 0.0,
+            ),
+            (
+                "momentum",
+                fraction,
+                match self.optimizer {
+                    Optimizer::Sgd { momentum, .. } => (0.0..1.0).contains(&momentum),
+                    _ => true,
+                },
+            ),
+            (
+                "label_smoothing",
+                fraction,
+                (0.0..1.0).contains(&self.label_smoothing),
+            ),
+            (
+                "not_digits",
+                "in [0, 1]",
+                (0.0..=1.0).contains(&self.not_digits),
+            ),
+            (
+                "schedule",
+                "a step of at least 1 epoch with a factor in (0, 1]",
+                match self.schedule {
+                    LrSchedule::Step { every, factor } => {
+                        every >= 1 && factor > 0.0 && factor <= 1.0
+                    }
+                    _ => true,
+                },
+            ),
+        ];
+        if let Some((setting, requirement, _)) = checks.into_iter().find(|(_, _, ok)| !ok) {
+            return Err(ConfigError::OutOfRange {
+                setting,
+                requirement,
+            });
+        }
+        if self.patience.is_some() && self.validation == 0 {
+            return Err(ConfigError::PatienceWithoutValidation);
+        }
+        Ok(())
     }
 }
 
@@ -268,19 +465,14 @@ pub enum Preset {
     Best,
 }
 
-/// A preset name that digits does not know.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown preset '{0}': expected tutorial or best")]
-pub struct UnknownPreset(pub String);
+impl Choice for Preset {
+    const KIND: &'static str = "preset";
+    const ALL: &'static [Self] = &[Self::Tutorial, Self::Best];
 
-impl std::str::FromStr for Preset {
-    type Err = UnknownPreset;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "tutorial" => Ok(Preset::Tutorial),
-            "best" => Ok(Preset::Best),
-            other => Err(UnknownPreset(other.to_string())),
+    fn name(self) -> &'static str {
+        match self {
+            Preset::Tutorial => "tutorial",
+            Preset::Best => "best",
         }
     }
 }
@@ -299,9 +491,8 @@ impl Preset {
                     epochs: 15,
                     batch_size: 64,
                     lr: 0.003,
-                    optimizer: OptimizerKind::AdamW,
+                    optimizer: Optimizer::AdamW { weight_decay: 0.05 },
                     shuffle: true,
-                    weight_decay: Some(0.05),
                     schedule: LrSchedule::OneCycle,
                     label_smoothing: 0.1,
                     augment: Some(augment),
@@ -336,6 +527,8 @@ pub enum TrainError {
     OptimizerState(String),
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("saving the checkpoint failed")]
     Checkpoint(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -414,6 +607,17 @@ pub enum OptimizerState {
     Fused(Vec<u8>),
 }
 
+/// Where a saved run stopped, with the optimizer state to go on from: what a trainer needs,
+/// beside the weights and settings, to continue the run exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResumePoint {
+    /// `None` for imported weights, which have none: the optimizer then starts fresh.
+    pub optimizer_state: Option<OptimizerState>,
+    pub epochs_done: usize,
+    /// Batches of the next epoch already trained, when training was stopped mid-epoch.
+    pub batches_done: usize,
+}
+
 /// What does the arithmetic: Burn's autodiff and optimizers, or the fused MLP path.
 // A trainer holds one engine for its whole life, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -446,15 +650,17 @@ pub struct Trainer {
 
 impl Trainer {
     /// Starts from `weights` (fresh from `ModelConfig::initial_weights`, or a saved run's),
-    /// on the fused path when it applies (see [`Trainer::is_fused`]).
+    /// on the fused path when it applies (see [`Trainer::is_fused`]), once `config` is
+    /// [validated](TrainConfig::validate).
     pub fn new(
         model_config: ModelConfig,
         weights: Weights,
         config: TrainConfig,
         device: &Device,
-    ) -> Result<Self, WeightsError> {
+    ) -> Result<Self, TrainError> {
+        config.validate()?;
         let engine = match FusedMlp::applies(&model_config, &config, device) {
-            Some(stack) => Engine::Fused(FusedMlp::new(stack, weights, config.optimizer)?),
+            Some((stack, optimizer)) => Engine::Fused(FusedMlp::new(stack, weights, optimizer)?),
             None => Self::burn_engine(&model_config, weights, &config, device)?,
         };
         Ok(Self {
@@ -493,19 +699,17 @@ impl Trainer {
         matches!(self.engine, Engine::Fused(_))
     }
 
-    /// Continues a run that has done `epochs_done` epochs, with its saved optimizer state
-    /// (Adam's moments) when there is one; without it (imported weights) the optimizer starts
-    /// fresh. A state saved by Burn's path is resumed on Burn's path, so a run continues
-    /// exactly whichever path wrote it; a state for another optimizer is not used.
-    pub fn resume(
-        mut self,
-        optimizer_state: Option<OptimizerState>,
-        epochs_done: usize,
-    ) -> Result<Self, TrainError> {
-        self.resume_batches = 0;
+    /// Continues a saved run exactly where it stopped: after `point.epochs_done` epochs and
+    /// `point.batches_done` batches of the next (batch order and augmentation depend only on
+    /// the seed, the epoch and the batch's index, so the result is the same as if training
+    /// had not stopped), with its saved optimizer state (Adam's moments) when there is one;
+    /// without it (imported weights) the optimizer starts fresh. A state saved by Burn's path
+    /// is resumed on Burn's path, so a run continues exactly whichever path wrote it; a state
+    /// for another optimizer is not used.
+    pub fn resume(mut self, point: ResumePoint) -> Result<Self, TrainError> {
         let state_error =
             |err: &dyn std::fmt::Debug| TrainError::OptimizerState(format!("{err:?}"));
-        match optimizer_state {
+        match point.optimizer_state {
             None => {}
             Some(OptimizerState::Fused(bytes)) => match &mut self.engine {
                 Engine::Fused(fused) => fused.restore(&bytes).map_err(|e| state_error(&e))?,
@@ -528,17 +732,9 @@ impl Trainer {
                 }
             }
         }
-        self.epochs_done = epochs_done;
+        self.epochs_done = point.epochs_done;
+        self.resume_batches = point.batches_done;
         Ok(self)
-    }
-
-    /// Continues an epoch that was stopped after `batches_done` batches: the next
-    /// [`Trainer::train_epoch`] starts at the batch after them. Batch order and augmentation
-    /// depend only on the seed, the epoch and the batch's index, so the result is the same as
-    /// if training had not stopped.
-    pub fn skip_batches(mut self, batches_done: usize) -> Self {
-        self.resume_batches = batches_done;
-        self
     }
 
     /// Batches done in the current epoch: nonzero only when training was stopped mid-epoch.
@@ -842,6 +1038,155 @@ pub fn fit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configs_saved_before_the_optimizer_had_its_own_type_still_load() {
+        // As digits wrote them: the optimizer's name, `null` for its default weight decay,
+        // and a momentum of 0 even for Adam, which ignored it.
+        let old = |optimizer: &str, weight_decay: &str, momentum: &str| {
+            let json = format!(
+                r#"{{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "{optimizer}",
+                    "shuffle": false, "seed": 0, "weight_decay": {weight_decay},
+                    "momentum": {momentum}, "schedule": {{"kind": "constant"}}}}"#
+            );
+            serde_json::from_str::<TrainConfig>(&json)
+                .unwrap()
+                .optimizer
+        };
+        assert_eq!(
+            old("adam", "null", "0.0"),
+            Optimizer::Adam { weight_decay: 0.0 }
+        );
+        assert_eq!(
+            old("adam-w", "null", "0.0"),
+            Optimizer::AdamW { weight_decay: 0.01 }
+        );
+        assert_eq!(
+            old("adam-w", "0.05", "0.0"),
+            Optimizer::AdamW { weight_decay: 0.05 }
+        );
+        assert_eq!(
+            old("sgd", "null", "0.9"),
+            Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0
+            }
+        );
+        assert_eq!(
+            old("adam", "0.001", "0.0"),
+            Optimizer::Adam {
+                weight_decay: 0.001
+            }
+        );
+        // Older still: no weight decay or momentum at all.
+        let oldest = r#"{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "adam-w",
+                         "shuffle": false, "seed": 0}"#;
+        let config: TrainConfig = serde_json::from_str(oldest).unwrap();
+        assert_eq!(config.optimizer, Optimizer::AdamW { weight_decay: 0.01 });
+    }
+
+    #[test]
+    fn a_saved_momentum_for_an_optimizer_without_one_is_refused_not_ignored() {
+        let edited = r#"{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "adam",
+                         "shuffle": false, "seed": 0, "weight_decay": 0.0, "momentum": 0.9}"#;
+        let err = serde_json::from_str::<TrainConfig>(edited).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("momentum is a setting of SGD; adam has none"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_optimizer_is_saved_flat_with_only_its_own_settings() {
+        let saved = |optimizer: Optimizer| {
+            let config = TrainConfig {
+                optimizer,
+                ..TrainConfig::default()
+            };
+            let json = serde_json::to_value(&config).unwrap();
+            let back: TrainConfig = serde_json::from_value(json.clone()).unwrap();
+            assert_eq!(back, config);
+            json
+        };
+        let adam = saved(Optimizer::Adam { weight_decay: 0.0 });
+        assert_eq!(adam["optimizer"], "adam");
+        assert_eq!(adam["weight_decay"], 0.0);
+        assert!(adam.get("momentum").is_none());
+        let plain_sgd = saved(OptimizerKind::Sgd.into());
+        assert!(
+            plain_sgd.get("momentum").is_none(),
+            "as Adam: nothing to compare"
+        );
+        let sgd = saved(Optimizer::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.0,
+        });
+        assert_eq!(sgd["momentum"], 0.9);
+        assert_eq!(saved(OptimizerKind::AdamW.into())["optimizer"], "adam-w");
+    }
+
+    #[test]
+    fn momentum_belongs_to_sgd_alone() {
+        let sgd = Optimizer::from(OptimizerKind::Sgd).with_momentum(0.9);
+        assert_eq!(
+            sgd,
+            Ok(Optimizer::Sgd {
+                momentum: 0.9,
+                weight_decay: 0.0
+            })
+        );
+        let adam = Optimizer::from(OptimizerKind::Adam).with_momentum(0.9);
+        assert_eq!(adam, Err(ConfigError::MomentumWithout(OptimizerKind::Adam)));
+        assert_eq!(
+            adam.unwrap_err().to_string(),
+            "momentum is a setting of SGD; adam has none"
+        );
+    }
+
+    #[test]
+    fn validation_refuses_settings_no_training_could_use() {
+        let refused = |config: TrainConfig| config.validate().unwrap_err().to_string();
+        assert_eq!(TrainConfig::default().validate(), Ok(()));
+        assert_eq!(
+            refused(TrainConfig {
+                lr: f64::NAN,
+                ..TrainConfig::default()
+            }),
+            "lr must be a positive number"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                batch_size: 0,
+                ..TrainConfig::default()
+            }),
+            "batch_size must be from 1 to 65536"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                optimizer: Optimizer::Sgd {
+                    momentum: 1.0,
+                    weight_decay: 0.0
+                },
+                ..TrainConfig::default()
+            }),
+            "momentum must be in [0, 1)"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                optimizer: Optimizer::AdamW { weight_decay: -0.1 },
+                ..TrainConfig::default()
+            }),
+            "weight_decay must be zero or a positive number"
+        );
+        assert_eq!(
+            refused(TrainConfig {
+                patience: Some(2),
+                ..TrainConfig::default()
+            }),
+            "patience needs validation images to judge each epoch on"
+        );
+    }
 
     #[test]
     fn shuffling_is_a_permutation_fixed_by_seed_and_epoch() {

@@ -74,47 +74,34 @@ pub fn fashion_mnist_dir() -> Option<std::path::PathBuf> {
     None
 }
 
-/// Trains the tutorial's recipe for `epochs` epochs, saving a run folder at `dir` after each;
-/// returns the trainer and the recorded epochs.
+/// Trains the tutorial's recipe for `epochs` epochs as `digits train` does, saving a run
+/// folder at `dir` after each; returns the experiment and the recorded epochs.
 pub fn train_saved_run(
     dir: &Path,
     train_set: &digits::data::Dataset,
     test_set: &digits::data::Dataset,
     epochs: usize,
-) -> (digits::train::Trainer, Vec<digits::train::EpochMetrics>) {
-    use digits::model::ModelConfig;
-    use digits::run::{RunCheckpoint, RunDir};
-    use digits::train::{Quiet, TrainConfig, Trainer, fit};
+) -> (
+    digits::experiment::Experiment,
+    Vec<digits::train::EpochMetrics>,
+) {
+    use digits::experiment::{Adjustments, Plan};
 
-    let model = ModelConfig::default();
-    let config = TrainConfig {
-        epochs,
-        ..TrainConfig::default()
+    let adjustments = Adjustments {
+        epochs: Some(epochs),
+        ..Adjustments::default()
     };
-    let device = burn::tensor::Device::flex();
-    let mut trainer = Trainer::new(
-        model.clone(),
-        model.initial_weights(config.seed),
-        config,
-        &device,
-    )
-    .unwrap();
-    let mut checkpoint = RunCheckpoint {
-        dir: RunDir::create(dir).unwrap(),
-        dataset: train_set.name,
-        imported: None,
-        history: Vec::new(),
-    };
-    let history = fit(
-        &mut trainer,
-        train_set,
-        None,
-        test_set,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap();
-    (trainer, history)
+    let mut experiment = Plan::start(adjustments, Some(dir.to_path_buf()))
+        .unwrap()
+        .prepare(
+            train_set.name,
+            train_set.clone(),
+            test_set.clone(),
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap();
+    let history = experiment.fit(&mut digits::train::Quiet).unwrap();
+    (experiment, history)
 }
 
 /// Asserts a JSON answer's `probabilities` are ten numbers that sum to one.
