@@ -7,7 +7,9 @@ use digits::data::{Dataset, Split};
 use digits::eval;
 use digits::model::{Model, ModelConfig};
 use digits::run::RunDir;
-use digits::train::{EngineChoice, Quiet, TrainConfig, Trainer};
+use digits::train::{
+    Engine, EngineChoice, FusedOptimizer, OptimizerKind, Quiet, TrainConfig, Trainer, WhyBurn,
+};
 
 fn tutorial_trainer(epochs: usize) -> Trainer {
     let model = ModelConfig::default();
@@ -56,34 +58,141 @@ fn three_epochs_of_the_tutorial_recipe_on_real_digits_reach_90_percent() {
     );
 }
 
-#[test]
-fn resuming_a_saved_run_continues_exactly_where_it_stopped() {
-    let train_set = Dataset::lite(Split::Train).truncated(1_600);
-    let test_set = Dataset::lite(Split::Test).truncated(320);
-
-    let mut straight = tutorial_trainer(2);
-    for _ in 0..2 {
-        straight.train_epoch(&train_set, &mut Quiet).unwrap();
-    }
-
-    let dir = tempfile::tempdir().unwrap();
-    common::train_saved_run(dir.path(), &train_set, &test_set, 1);
-
-    let run = RunDir::open(dir.path()).unwrap();
-    let saved = run.config().unwrap();
-    let config = TrainConfig {
-        epochs: 2,
-        ..saved.train.unwrap()
+/// Trains `config` for one epoch of `train_set`, saving a run folder at `dir`.
+fn save_one_epoch(
+    dir: &std::path::Path,
+    model: &ModelConfig,
+    config: TrainConfig,
+    train_set: &Dataset,
+) {
+    let mut trainer = common::trainer(
+        model,
+        TrainConfig {
+            epochs: 1,
+            ..config
+        },
+        0,
+    );
+    let mut checkpoint = digits::run::RunCheckpoint {
+        dir: RunDir::create(dir).unwrap(),
+        dataset: train_set.name,
+        imported: None,
+        history: Vec::new(),
     };
-    let resumed =
-        Trainer::new(saved.model, run.weights().unwrap(), config, &Device::flex()).unwrap();
-    let mut resumed = resumed
-        .resume(run.optimizer_state().unwrap(), saved.epochs_done)
-        .unwrap();
-    resumed.train_epoch(&train_set, &mut Quiet).unwrap();
+    let test_set = Dataset::lite(Split::Test).truncated(32);
+    digits::train::fit(
+        &mut trainer,
+        train_set,
+        None,
+        &test_set,
+        &mut Quiet,
+        &mut checkpoint,
+    )
+    .unwrap();
+}
 
-    assert_eq!(resumed.epochs_done(), 2);
-    common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-6);
+/// The run saved at `dir`, resumed to train `config` (on the engine `config` gives).
+fn resume_run(dir: &std::path::Path, config: TrainConfig) -> Trainer {
+    let run = RunDir::open(dir).unwrap();
+    let saved = run.config().unwrap();
+    Trainer::new(saved.model, run.weights().unwrap(), config, &Device::flex())
+        .unwrap()
+        .resume(run.optimizer_state().unwrap(), saved.epochs_done)
+        .unwrap()
+}
+
+#[test]
+fn every_optimizer_resumes_exactly_on_every_engine_that_trains_it() {
+    let train_set = Dataset::lite(Split::Train).truncated(640);
+    let model = ModelConfig::default();
+    use OptimizerKind::{Adam, AdamW, Sgd};
+    let (auto, burn) = (EngineChoice::Auto, EngineChoice::Burn);
+    for (optimizer, momentum, engine, chosen) in [
+        (Adam, 0.0, auto, Engine::Fused(FusedOptimizer::Adam)),
+        (Adam, 0.0, burn, Engine::Burn(WhyBurn::Requested)),
+        (Sgd, 0.0, auto, Engine::Fused(FusedOptimizer::Sgd)),
+        (Sgd, 0.0, burn, Engine::Burn(WhyBurn::Requested)),
+        (Sgd, 0.9, auto, Engine::Burn(WhyBurn::Optimizer)),
+        (AdamW, 0.0, auto, Engine::Burn(WhyBurn::Optimizer)),
+    ] {
+        let config = TrainConfig {
+            epochs: 2,
+            optimizer,
+            momentum,
+            engine,
+            ..TrainConfig::default()
+        };
+        let mut straight = common::trainer(&model, config.clone(), 0);
+        assert_eq!(straight.engine(), chosen);
+        for _ in 0..2 {
+            straight.train_epoch(&train_set, &mut Quiet).unwrap();
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        save_one_epoch(dir.path(), &model, config.clone(), &train_set);
+        let mut resumed = resume_run(dir.path(), config.clone());
+        resumed.train_epoch(&train_set, &mut Quiet).unwrap();
+
+        assert_eq!(resumed.epochs_done(), 2);
+        common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-6);
+    }
+}
+
+#[test]
+fn a_state_saved_by_one_engine_resumes_on_the_other() {
+    let train_set = Dataset::lite(Split::Train).truncated(640);
+    let model = ModelConfig::default();
+    let on = |engine| TrainConfig {
+        epochs: 2,
+        engine,
+        ..TrainConfig::default()
+    };
+    for (saved_on, resumed_on) in [
+        (EngineChoice::Auto, EngineChoice::Burn),
+        (EngineChoice::Burn, EngineChoice::Auto),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        save_one_epoch(dir.path(), &model, on(saved_on), &train_set);
+        let run = RunDir::open(dir.path()).unwrap();
+        assert!(run.path().join("optimizer.safetensors").is_file());
+        assert!(!run.path().join("optimizer.bpk").exists());
+        let saved = run.optimizer_state().unwrap().unwrap();
+        assert_eq!(saved.step, 20);
+
+        // The other engine takes the moments and the step count exactly...
+        let mut resumed = resume_run(dir.path(), on(resumed_on));
+        assert_eq!(resumed.is_fused(), resumed_on == EngineChoice::Auto);
+        assert_eq!(resumed.optimizer_state().unwrap(), saved);
+
+        // ...and goes on as the first would have: the engines sum in different orders, so
+        // closely rather than exactly, but far closer than with a fresh optimizer.
+        let mut straight = resume_run(dir.path(), on(saved_on));
+        let mut fresh = Trainer::new(
+            model.clone(),
+            run.weights().unwrap(),
+            on(resumed_on),
+            &Device::flex(),
+        )
+        .unwrap();
+        for trainer in [&mut straight, &mut resumed, &mut fresh] {
+            trainer.train_epoch(&train_set, &mut Quiet).unwrap();
+        }
+        let distance = |a: &Trainer| {
+            let (a, b) = (a.weights(), straight.weights());
+            let squares = |f: &dyn Fn(f32, f32) -> f32| {
+                a.iter()
+                    .flat_map(|(name, t)| t.values.iter().zip(&b[name].values))
+                    .map(|(&x, &y)| f(x, y).powi(2))
+                    .sum::<f32>()
+            };
+            (squares(&|x, y| x - y) / squares(&|_, y| y)).sqrt()
+        };
+        let (resumed_distance, fresh_distance) = (distance(&resumed), distance(&fresh));
+        assert!(
+            resumed_distance < 1e-3 && resumed_distance * 20.0 < fresh_distance,
+            "{saved_on:?} to {resumed_on:?}: {resumed_distance} against {fresh_distance}"
+        );
+    }
 }
 
 #[test]
@@ -255,59 +364,6 @@ fn the_fused_path_and_burns_path_train_the_same_model() {
             );
         }
     }
-}
-
-#[test]
-fn a_run_resumes_on_the_path_that_wrote_its_optimizer_state() {
-    let train_set = Dataset::lite(Split::Train).truncated(1_000);
-    let test_set = Dataset::lite(Split::Test).truncated(64);
-    let model = ModelConfig::default();
-    let on_burn = TrainConfig {
-        epochs: 1,
-        engine: EngineChoice::Burn,
-        ..TrainConfig::default()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut trainer = common::trainer(&model, on_burn, 0);
-    let mut checkpoint = digits::run::RunCheckpoint {
-        dir: RunDir::create(dir.path()).unwrap(),
-        dataset: train_set.name,
-        imported: None,
-        history: Vec::new(),
-    };
-    digits::train::fit(
-        &mut trainer,
-        &train_set,
-        None,
-        &test_set,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap();
-    assert!(dir.path().join("optimizer.bpk").is_file());
-    assert!(!dir.path().join("optimizer.safetensors").exists());
-
-    // Resumed with the default engine, the Burn state keeps the run on Burn's path.
-    let run = RunDir::open(dir.path()).unwrap();
-    let state = run.optimizer_state().unwrap();
-    assert!(matches!(
-        state,
-        Some(digits::train::OptimizerState::Burn(_))
-    ));
-    let config = TrainConfig {
-        epochs: 2,
-        ..TrainConfig::default()
-    };
-    let resumed = Trainer::new(
-        model.clone(),
-        run.weights().unwrap(),
-        config,
-        &Device::flex(),
-    )
-    .unwrap()
-    .resume(state, 1)
-    .unwrap();
-    assert!(!resumed.is_fused());
 }
 
 /// Asks training to stop after `after` batches, as Ctrl-C does.

@@ -1,6 +1,8 @@
 //! What every architecture shares: building layers from named PyTorch-layout tensors, reading
 //! them back (as values or as gradients), PyTorch's initialisation, and input normalisation.
 
+use std::collections::HashMap;
+
 use burn::module::{Param, ParamId};
 use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::prelude::*;
@@ -25,12 +27,15 @@ impl ParamIds {
     }
 }
 
-/// Whether a walk over a model reads its parameters or their gradients: one walk, and so one
-/// naming, serves saving the weights and comparing gradients with PyTorch's.
+/// Whether a walk over a model reads its parameters, their gradients or what an optimizer keeps
+/// for each: one walk, and so one naming, serves saving the weights, comparing gradients with
+/// PyTorch's and saving an optimizer's moments.
 #[derive(Clone, Copy)]
 pub(crate) enum Reading<'a> {
     Values,
     Gradients(&'a Gradients),
+    /// A tensor per parameter id, in Burn's layout.
+    PerParameter(&'a HashMap<ParamId, TensorData>),
 }
 
 impl Reading<'_> {
@@ -38,6 +43,9 @@ impl Reading<'_> {
         match self {
             Reading::Values => Some(param.val()),
             Reading::Gradients(grads) => param.val().grad(grads),
+            Reading::PerParameter(tensors) => tensors
+                .get(&param.id)
+                .map(|data| Tensor::from_data(data.clone(), &param.lazy_device())),
         }
     }
 

@@ -6,6 +6,9 @@ mod layers;
 pub mod mlp;
 pub mod weights;
 
+use std::collections::HashMap;
+
+use burn::module::ParamId;
 use burn::prelude::*;
 use burn::tensor::{Gradients, activation};
 use serde::{Deserialize, Serialize};
@@ -174,6 +177,16 @@ impl Model {
     /// The gradients of each weight after a backward pass, named as [`Model::weights`].
     pub fn gradients(&self, config: &ModelConfig, grads: &Gradients) -> Weights {
         self.read(config, Reading::Gradients(grads))
+    }
+
+    /// Tensors kept per parameter (an optimizer's moments, by parameter id in Burn's layout)
+    /// under the parameters' names, in PyTorch's layout; ids of no parameter are left out.
+    pub(crate) fn per_parameter(
+        &self,
+        config: &ModelConfig,
+        tensors: &HashMap<ParamId, TensorData>,
+    ) -> Weights {
+        self.read(config, Reading::PerParameter(tensors))
     }
 
     fn read(&self, config: &ModelConfig, reading: Reading) -> Weights {

@@ -4,22 +4,21 @@
 //! At the tutorial's batch of 32 the arithmetic is small (a step is about 30 MFLOP) and a
 //! framework's per-operation cost dominates: Burn's path spent about 70% of a step outside
 //! matrix products (PERFORMANCE.md). `Trainer` takes this path whenever it computes exactly
-//! what Burn's would (an MLP without dropout, Adam without weight decay or plain SGD, no label
-//! smoothing, on the CPU), and the same reference tests hold it to PyTorch's numbers.
+//! what Burn's would (`super::engine::fused_path` decides), and the same reference tests hold
+//! it to PyTorch's numbers.
 
 use crate::data::{Batch, IMAGE_PIXELS, NUM_CLASSES};
 use crate::model::{
-    Activation, MlpConfig, ModelConfig, NamedTensor, Normalization, Weights, WeightsError, weights,
+    Activation, MlpConfig, NamedTensor, Normalization, Weights, WeightsError, weights,
 };
 
-use super::{OptimizerKind, TrainConfig};
+use super::engine::FusedOptimizer;
+use super::state::{EXP_AVG, EXP_AVG_SQ, OptimizerState};
 
 /// PyTorch's Adam defaults (digits uses PyTorch's epsilon on both paths).
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
-/// The name of the step count in a saved state.
-const STEP: &str = "step";
 
 /// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
 pub(crate) fn gemm(
@@ -76,7 +75,7 @@ pub(crate) struct FusedMlp {
     layers: Vec<Dense>,
     activation: Activation,
     normalization: Option<Normalization>,
-    optimizer: OptimizerKind,
+    optimizer: FusedOptimizer,
     /// Adam steps taken (its bias correction needs them).
     steps: u64,
     /// The input, then each layer's output (after the activation, except the logits).
@@ -86,34 +85,10 @@ pub(crate) struct FusedMlp {
 }
 
 impl FusedMlp {
-    /// Whether this path computes what Burn's would for this run.
-    pub fn applies(
-        model: &ModelConfig,
-        config: &TrainConfig,
-        device: &burn::tensor::Device,
-    ) -> bool {
-        let ModelConfig::Mlp(mlp) = model else {
-            return false;
-        };
-        let optimizer = match config.optimizer {
-            OptimizerKind::Adam => config.weight_decay.unwrap_or(0.0) == 0.0,
-            OptimizerKind::Sgd => {
-                config.weight_decay.unwrap_or(0.0) == 0.0 && config.momentum == 0.0
-            }
-            OptimizerKind::AdamW => false,
-        };
-        optimizer
-            && config.engine == super::EngineChoice::Auto
-            && mlp.dropout == 0.0
-            && config.label_smoothing == 0.0
-            && config.not_digits == 0.0
-            && *device == burn::tensor::Device::flex()
-    }
-
     pub fn new(
         config: &MlpConfig,
         mut weights: Weights,
-        optimizer: OptimizerKind,
+        optimizer: FusedOptimizer,
     ) -> Result<Self, WeightsError> {
         let widths: Vec<usize> = std::iter::once(IMAGE_PIXELS)
             .chain(config.hidden.iter().copied())
@@ -136,7 +111,7 @@ impl FusedMlp {
                 &[outputs],
             )?);
             let len = params.len();
-            let moments = if optimizer == OptimizerKind::Adam {
+            let moments = if optimizer == FusedOptimizer::Adam {
                 len
             } else {
                 0
@@ -274,7 +249,7 @@ impl FusedMlp {
         let loss = self.backward(batch);
         let lr = lr as f32;
         match self.optimizer {
-            OptimizerKind::Adam => {
+            FusedOptimizer::Adam => {
                 self.steps += 1;
                 let correction1 = 1.0 - BETA1.powi(self.steps as i32);
                 let correction2 = (1.0 - BETA2.powi(self.steps as i32)).sqrt();
@@ -288,7 +263,7 @@ impl FusedMlp {
                     }
                 }
             }
-            OptimizerKind::Sgd | OptimizerKind::AdamW => {
+            FusedOptimizer::Sgd => {
                 for layer in &mut self.layers {
                     layer
                         .params
@@ -303,14 +278,18 @@ impl FusedMlp {
 
     /// The weights, or the latest gradients, in PyTorch's layout and names.
     pub fn tensors(&self, gradients: bool) -> Weights {
+        self.per_layer(|layer| match gradients {
+            true => &layer.grads,
+            false => &layer.params,
+        })
+    }
+
+    /// What `values` gives for each layer (weight then bias, as in [`Dense`]), under the
+    /// layer's PyTorch names and in its layout.
+    fn per_layer(&self, values: impl Fn(&Dense) -> &[f32]) -> Weights {
         let mut out = Weights::new();
         for layer in &self.layers {
-            let values = if gradients {
-                &layer.grads
-            } else {
-                &layer.params
-            };
-            let (weight, bias) = values.split_at(layer.weight_len());
+            let (weight, bias) = values(layer).split_at(layer.weight_len());
             out.insert(
                 format!("{}.weight", layer.name),
                 NamedTensor {
@@ -329,70 +308,51 @@ impl FusedMlp {
         out
     }
 
-    /// The optimizer state as safetensors, named as PyTorch's Adam names it
-    /// (`hidden1.weight.exp_avg`, ...) plus `step`.
-    pub fn state(&self) -> Result<Vec<u8>, WeightsError> {
-        let mut state = Weights::new();
-        for layer in &self.layers {
-            for (suffix, values) in [
-                ("exp_avg", &layer.exp_avg),
-                ("exp_avg_sq", &layer.exp_avg_sq),
-            ] {
-                if values.is_empty() {
-                    continue;
-                }
-                let (weight, bias) = values.split_at(layer.weight_len());
-                let tensor = |shape: Vec<usize>, values: &[f32]| NamedTensor {
-                    shape,
-                    values: values.to_vec(),
-                };
-                state.insert(
-                    format!("{}.weight.{suffix}", layer.name),
-                    tensor(vec![layer.outputs, layer.inputs], weight),
-                );
-                state.insert(
-                    format!("{}.bias.{suffix}", layer.name),
-                    tensor(vec![layer.outputs], bias),
-                );
-            }
-        }
-        weights::to_safetensors_bytes_with_counters(
-            &state,
-            &[(STEP.to_string(), self.steps as i64)],
-        )
+    /// The update this path takes.
+    pub fn optimizer(&self) -> FusedOptimizer {
+        self.optimizer
     }
 
-    /// Restores a state written by [`FusedMlp::state`] for the same architecture. SGD keeps
-    /// no state, and Adam starts fresh from a state that has no moments (written by SGD).
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), WeightsError> {
-        let origin = "optimizer state";
-        let steps = weights::read_counter(bytes, STEP, origin)?.unwrap_or(0);
-        let mut moments = weights::select_from_safetensors_bytes(bytes, origin, |name| {
-            (name != STEP).then_some(name)
-        })?;
-        if self.optimizer != OptimizerKind::Adam || moments.is_empty() {
+    /// The optimizer's state: Adam's moments under PyTorch's names, and its step count.
+    pub fn state(&self) -> OptimizerState {
+        let mut state = OptimizerState {
+            tensors: Weights::new(),
+            step: self.steps,
+        };
+        if self.optimizer == FusedOptimizer::Adam {
+            state.insert_moments(EXP_AVG, self.per_layer(|layer| &layer.exp_avg));
+            state.insert_moments(EXP_AVG_SQ, self.per_layer(|layer| &layer.exp_avg_sq));
+        }
+        state
+    }
+
+    /// Restores a state for the same architecture. SGD keeps no state, and Adam starts fresh
+    /// from a state without Adam's moments (kept by another optimizer).
+    pub fn restore(&mut self, state: &OptimizerState) -> Result<(), WeightsError> {
+        let mut moments = state.of_kinds(&[EXP_AVG, EXP_AVG_SQ]);
+        if self.optimizer != FusedOptimizer::Adam || moments.is_empty() {
             return Ok(());
         }
         for layer in &mut self.layers {
-            for (suffix, target) in [
-                ("exp_avg", &mut layer.exp_avg),
-                ("exp_avg_sq", &mut layer.exp_avg_sq),
+            let name = &layer.name;
+            let shapes = [
+                ("weight", vec![layer.outputs, layer.inputs]),
+                ("bias", vec![layer.outputs]),
+            ];
+            for (kind, target) in [
+                (EXP_AVG, &mut layer.exp_avg),
+                (EXP_AVG_SQ, &mut layer.exp_avg_sq),
             ] {
-                let mut values = weights::take(
-                    &mut moments,
-                    &format!("{}.weight.{suffix}", layer.name),
-                    &[layer.outputs, layer.inputs],
-                )?;
-                values.extend(weights::take(
-                    &mut moments,
-                    &format!("{}.bias.{suffix}", layer.name),
-                    &[layer.outputs],
-                )?);
-                *target = values;
+                target.clear();
+                for (parameter, shape) in &shapes {
+                    let values =
+                        weights::take(&mut moments, &format!("{name}.{parameter}.{kind}"), shape)?;
+                    target.extend(values);
+                }
             }
         }
         weights::ensure_consumed(&moments)?;
-        self.steps = steps.max(0) as u64;
+        self.steps = state.step;
         Ok(())
     }
 }

@@ -7,20 +7,23 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use burn::tensor::Bytes;
 use burn::tensor::activation::log_softmax;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+mod engine;
 pub(crate) mod fused;
+mod state;
 
 use crate::augment::{self, AugmentConfig};
 use crate::data::{Batch, Dataset, DatasetName, IMAGE_PIXELS, IMAGE_SIDE};
 use crate::eval::{self, Evaluation};
 use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
+pub use engine::{Engine, FusedOptimizer, WhyBurn};
 use fused::FusedMlp;
+pub use state::{OptimizerState, OptimizerStateError};
 
 /// Which optimizer. The tutorial uses Adam and discusses SGD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -332,8 +335,8 @@ pub enum TrainError {
     },
     #[error("interrupted during epoch {epoch}, after {batches_done} batches")]
     Interrupted { epoch: usize, batches_done: usize },
-    #[error("the saved optimizer state cannot be read: {0}")]
-    OptimizerState(String),
+    #[error("the saved optimizer state cannot be used")]
+    OptimizerState(#[from] OptimizerStateError),
     #[error(transparent)]
     Weights(#[from] WeightsError),
     #[error("saving the checkpoint failed")]
@@ -405,30 +408,23 @@ pub trait Checkpoint {
     fn save_interrupted(&mut self, trainer: &Trainer) -> Result<(), TrainError>;
 }
 
-/// An optimizer state saved for resuming, in the format of the path that wrote it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OptimizerState {
-    /// Burn's optimizer record (burnpack).
-    Burn(Vec<u8>),
-    /// The fused MLP path's moments, as safetensors under PyTorch's names.
-    Fused(Vec<u8>),
-}
-
-/// What does the arithmetic: Burn's autodiff and optimizers, or the fused MLP path.
+/// What does the arithmetic, as [`Engine`] says: Burn's autodiff and optimizers, or the fused
+/// MLP path.
 // A trainer holds one engine for its whole life, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-enum Engine {
+enum Arithmetic {
     Burn {
         model: Model,
         optimizer: ModuleOptimizer,
         loss: CrossEntropyLoss,
+        why: WhyBurn,
     },
     Fused(FusedMlp),
 }
 
 /// A model being trained, with its optimizer state.
 pub struct Trainer {
-    engine: Engine,
+    arithmetic: Arithmetic,
     model_config: ModelConfig,
     config: TrainConfig,
     /// Where the model lives (with autodiff on the Burn path).
@@ -446,21 +442,31 @@ pub struct Trainer {
 
 impl Trainer {
     /// Starts from `weights` (fresh from `ModelConfig::initial_weights`, or a saved run's),
-    /// on the fused path when it applies (see [`Trainer::is_fused`]).
+    /// on the fused path when it applies (see [`Trainer::engine`]).
     pub fn new(
         model_config: ModelConfig,
         weights: Weights,
         config: TrainConfig,
         device: &Device,
     ) -> Result<Self, WeightsError> {
-        let engine = match &model_config {
-            ModelConfig::Mlp(mlp) if FusedMlp::applies(&model_config, &config, device) => {
-                Engine::Fused(FusedMlp::new(mlp, weights, config.optimizer)?)
+        let arithmetic = match engine::fused_path(&model_config, &config, device) {
+            Ok((mlp, optimizer)) => Arithmetic::Fused(FusedMlp::new(mlp, weights, optimizer)?),
+            Err(why) => {
+                let device = device.clone().autodiff();
+                let smoothing =
+                    (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
+                Arithmetic::Burn {
+                    model: Model::from_weights(&model_config, weights, &device)?,
+                    optimizer: config.optimizer(),
+                    loss: CrossEntropyLossConfig::new()
+                        .with_smoothing(smoothing)
+                        .init(&device),
+                    why,
+                }
             }
-            _ => Self::burn_engine(&model_config, weights, &config, device)?,
         };
         Ok(Self {
-            engine,
+            arithmetic,
             last_lr: config.lr,
             model_config,
             config,
@@ -472,61 +478,42 @@ impl Trainer {
         })
     }
 
-    fn burn_engine(
-        model_config: &ModelConfig,
-        weights: Weights,
-        config: &TrainConfig,
-        device: &Device,
-    ) -> Result<Engine, WeightsError> {
-        let device = device.clone().autodiff();
-        let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
-        Ok(Engine::Burn {
-            model: Model::from_weights(model_config, weights, &device)?,
-            optimizer: config.optimizer(),
-            loss: CrossEntropyLossConfig::new()
-                .with_smoothing(smoothing)
-                .init(&device),
-        })
+    /// The engine this trainer runs on, decided when it was made.
+    pub fn engine(&self) -> Engine {
+        match &self.arithmetic {
+            Arithmetic::Burn { why, .. } => Engine::Burn(*why),
+            Arithmetic::Fused(fused) => Engine::Fused(fused.optimizer()),
+        }
     }
 
-    /// Whether training takes the fused MLP path (an MLP without dropout, Adam without weight
-    /// decay or plain SGD, no label smoothing, on the CPU) rather than Burn's autodiff.
+    /// Whether training takes the fused MLP path rather than Burn's autodiff.
     pub fn is_fused(&self) -> bool {
-        matches!(self.engine, Engine::Fused(_))
+        matches!(self.engine(), Engine::Fused(_))
     }
 
     /// Continues a run that has done `epochs_done` epochs, with its saved optimizer state
-    /// (Adam's moments) when there is one; without it (imported weights) the optimizer starts
-    /// fresh. A state saved by Burn's path is resumed on Burn's path, so a run continues
-    /// exactly whichever path wrote it; a state for another optimizer is not used.
+    /// (Adam's moments, say) when there is one; without it (imported weights) the optimizer
+    /// starts fresh. The state is the same whichever engine kept it, so a run may continue on
+    /// the other; moments kept by another optimizer are not used.
     pub fn resume(
         mut self,
         optimizer_state: Option<OptimizerState>,
         epochs_done: usize,
     ) -> Result<Self, TrainError> {
         self.resume_batches = 0;
-        let state_error =
-            |err: &dyn std::fmt::Debug| TrainError::OptimizerState(format!("{err:?}"));
-        match optimizer_state {
-            None => {}
-            Some(OptimizerState::Fused(bytes)) => match &mut self.engine {
-                Engine::Fused(fused) => fused.restore(&bytes).map_err(|e| state_error(&e))?,
-                // The run now trains with settings the fused path does not cover (say SGD with
-                // momentum): its optimizer starts fresh, as with any change of optimizer.
-                Engine::Burn { .. } => {}
-            },
-            Some(OptimizerState::Burn(bytes)) => {
-                if self.is_fused() {
-                    let weights = self.weights();
-                    self.engine =
-                        Self::burn_engine(&self.model_config, weights, &self.config, &self.device)?;
-                }
-                if let Engine::Burn { optimizer, .. } = &mut self.engine {
+        if let Some(state) = optimizer_state {
+            let weights = self.weights();
+            match &mut self.arithmetic {
+                Arithmetic::Fused(fused) => fused
+                    .restore(&state)
+                    .map_err(|err| TrainError::OptimizerState(err.into()))?,
+                Arithmetic::Burn { optimizer, .. } => {
+                    let record = state.to_burn_record(&self.model_config, &weights)?;
                     *optimizer = self
                         .config
                         .optimizer()
-                        .from_bytes(Bytes::from_bytes_vec(bytes))
-                        .map_err(|e| state_error(&e))?;
+                        .from_bytes(record)
+                        .map_err(OptimizerStateError::from)?;
                 }
             }
         }
@@ -562,9 +549,9 @@ impl Trainer {
 
     /// The model as it is now, without autodiff, for evaluation and saving.
     pub fn model(&self) -> Model {
-        match &self.engine {
-            Engine::Burn { model, .. } => model.valid(),
-            Engine::Fused(fused) => {
+        match &self.arithmetic {
+            Arithmetic::Burn { model, .. } => model.valid(),
+            Arithmetic::Fused(fused) => {
                 Model::from_weights(&self.model_config, fused.tensors(false), &self.device)
                     .expect("the fused path keeps the architecture's tensors")
             }
@@ -575,37 +562,40 @@ impl Trainer {
     /// inference copy, because batch norm's running statistics on the training model lag one
     /// update behind (Burn merges each thread's latest update only when the model is copied).
     pub fn weights(&self) -> Weights {
-        match &self.engine {
-            Engine::Burn { .. } => self.model().weights(&self.model_config),
-            Engine::Fused(fused) => fused.tensors(false),
+        match &self.arithmetic {
+            Arithmetic::Burn { .. } => self.model().weights(&self.model_config),
+            Arithmetic::Fused(fused) => fused.tensors(false),
         }
     }
 
     /// The optimizer's state, for resuming later.
     pub fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
-        match &self.engine {
-            Engine::Burn { optimizer, .. } => optimizer
-                .into_bytes()
-                .map(|bytes| OptimizerState::Burn(bytes.to_vec()))
-                .map_err(|err| TrainError::OptimizerState(format!("{err:?}"))),
-            Engine::Fused(fused) => fused
-                .state()
-                .map(OptimizerState::Fused)
-                .map_err(TrainError::Weights),
+        match &self.arithmetic {
+            Arithmetic::Burn {
+                model, optimizer, ..
+            } => {
+                let record = optimizer.into_bytes().map_err(OptimizerStateError::from)?;
+                Ok(OptimizerState::from_burn_record(
+                    record,
+                    model,
+                    &self.model_config,
+                )?)
+            }
+            Arithmetic::Fused(fused) => Ok(fused.state()),
         }
     }
 
     /// The loss and gradients of one batch, without updating anything (PyTorch's layout and
     /// names): what the reference tests compare tensor by tensor.
     pub fn gradients(&mut self, batch: &Batch) -> (f32, Weights) {
-        match &mut self.engine {
-            Engine::Burn { model, loss, .. } => {
+        match &mut self.arithmetic {
+            Arithmetic::Burn { model, loss, .. } => {
                 let loss = Self::burn_loss(model, loss, batch, &[], &self.device);
                 let value = loss.clone().into_scalar::<f32>();
                 let grads = loss.backward();
                 (value, model.gradients(&self.model_config, &grads))
             }
-            Engine::Fused(fused) => {
+            Arithmetic::Fused(fused) => {
                 let value = fused.backward(batch);
                 (value, fused.tensors(true))
             }
@@ -649,11 +639,12 @@ impl Trainer {
         });
         crate::device::flush_subnormals_to_zero();
         self.last_lr = self.current_lr();
-        let value = match &mut self.engine {
-            Engine::Burn {
+        let value = match &mut self.arithmetic {
+            Arithmetic::Burn {
                 model,
                 optimizer,
                 loss,
+                ..
             } => {
                 let loss = Self::burn_loss(model, loss, batch, not_digits, &self.device);
                 let value = loss.clone().into_scalar::<f32>();
@@ -661,7 +652,7 @@ impl Trainer {
                 *model = optimizer.step(self.last_lr, model.clone(), grads);
                 value
             }
-            Engine::Fused(fused) => fused.step(batch, self.last_lr),
+            Arithmetic::Fused(fused) => fused.step(batch, self.last_lr),
         };
         self.step_in_epoch += 1;
         value

@@ -1,0 +1,80 @@
+//! Which code does a run's arithmetic: decided once, from the model, the training settings and
+//! the device, and kept by the [`Trainer`](super::Trainer) that everything else asks.
+
+use burn::tensor::Device;
+
+use super::{EngineChoice, OptimizerKind, TrainConfig};
+use crate::model::{MlpConfig, ModelConfig};
+
+/// The engine a [`Trainer`](super::Trainer) runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The fused MLP path (`src/train/fused.rs`), with the update it takes.
+    Fused(FusedOptimizer),
+    /// Burn's autodiff and optimizers, and why the fused path does not apply.
+    Burn(WhyBurn),
+}
+
+/// The updates the fused path implements, each as PyTorch takes it. Anything else trains on
+/// Burn's path, so the fused path has no update it could take wrongly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusedOptimizer {
+    /// Adam without weight decay.
+    Adam,
+    /// SGD without momentum or weight decay.
+    Sgd,
+}
+
+/// Why a run trains on Burn's path rather than the fused one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhyBurn {
+    /// The settings ask for Burn (`--engine burn`).
+    Requested,
+    /// The fused path knows only MLPs.
+    NotAnMlp,
+    /// It draws no dropout masks.
+    Dropout,
+    /// The optimizer is AdamW, or has weight decay or momentum.
+    Optimizer,
+    /// Its loss is the plain cross-entropy: no label smoothing.
+    LabelSmoothing,
+    /// Its batches hold digits only: no marks that are no digit.
+    NotDigits,
+    /// It runs on the CPU only.
+    NotCpu,
+}
+
+/// The MLP and the update of the fused path for training `model` with `config` on `device`,
+/// wherever that path computes exactly what Burn's would (the same reference tests hold it to
+/// PyTorch's numbers); otherwise why Burn's path trains it.
+pub(crate) fn fused_path<'a>(
+    model: &'a ModelConfig,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<(&'a MlpConfig, FusedOptimizer), WhyBurn> {
+    if config.engine == EngineChoice::Burn {
+        return Err(WhyBurn::Requested);
+    }
+    let ModelConfig::Mlp(mlp) = model else {
+        return Err(WhyBurn::NotAnMlp);
+    };
+    let no_decay = config.weight_decay.unwrap_or(0.0) == 0.0;
+    let optimizer = match config.optimizer {
+        OptimizerKind::Adam if no_decay => FusedOptimizer::Adam,
+        OptimizerKind::Sgd if no_decay && config.momentum == 0.0 => FusedOptimizer::Sgd,
+        OptimizerKind::Adam | OptimizerKind::AdamW | OptimizerKind::Sgd => {
+            return Err(WhyBurn::Optimizer);
+        }
+    };
+    if mlp.dropout != 0.0 {
+        Err(WhyBurn::Dropout)
+    } else if config.label_smoothing != 0.0 {
+        Err(WhyBurn::LabelSmoothing)
+    } else if config.not_digits != 0.0 {
+        Err(WhyBurn::NotDigits)
+    } else if *device != Device::flex() {
+        Err(WhyBurn::NotCpu)
+    } else {
+        Ok((mlp, optimizer))
+    }
+}
