@@ -8,7 +8,8 @@ use digits::eval;
 use digits::model::{Model, ModelConfig};
 use digits::run::RunDir;
 use digits::train::{
-    Engine, EngineChoice, FusedOptimizer, OptimizerKind, Quiet, TrainConfig, Trainer, WhyBurn,
+    CancelToken, Engine, EngineChoice, EpochMetrics, FusedOptimizer, OptimizerKind, Quiet,
+    TrainConfig, TrainError, TrainObserver, Trainer, WhyBurn,
 };
 
 fn tutorial_trainer(epochs: usize) -> Trainer {
@@ -58,6 +59,30 @@ fn three_epochs_of_the_tutorial_recipe_on_real_digits_reach_90_percent() {
     );
 }
 
+/// Trains with [`digits::train::fit`], saving a new run folder at `dir` after every epoch.
+fn fit_saving(
+    dir: &std::path::Path,
+    trainer: &mut Trainer,
+    train_set: &Dataset,
+    observer: &mut dyn TrainObserver,
+) -> Result<Vec<EpochMetrics>, TrainError> {
+    let mut checkpoint = digits::run::RunCheckpoint {
+        dir: RunDir::create(dir).unwrap(),
+        dataset: train_set.name,
+        imported: None,
+        history: Vec::new(),
+    };
+    let test_set = Dataset::lite(Split::Test).truncated(32);
+    digits::train::fit(
+        trainer,
+        train_set,
+        None,
+        &test_set,
+        observer,
+        &mut checkpoint,
+    )
+}
+
 /// Trains `config` for one epoch of `train_set`, saving a run folder at `dir`.
 fn save_one_epoch(
     dir: &std::path::Path,
@@ -73,22 +98,7 @@ fn save_one_epoch(
         },
         0,
     );
-    let mut checkpoint = digits::run::RunCheckpoint {
-        dir: RunDir::create(dir).unwrap(),
-        dataset: train_set.name,
-        imported: None,
-        history: Vec::new(),
-    };
-    let test_set = Dataset::lite(Split::Test).truncated(32);
-    digits::train::fit(
-        &mut trainer,
-        train_set,
-        None,
-        &test_set,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap();
+    fit_saving(dir, &mut trainer, train_set, &mut Quiet).unwrap();
 }
 
 /// The run saved at `dir`, resumed to train `config` (on the engine `config` gives).
@@ -277,26 +287,12 @@ fn a_loss_that_stops_being_finite_stops_training_before_it_is_saved() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut checkpoint = digits::run::RunCheckpoint {
-        dir: RunDir::create(dir.path()).unwrap(),
-        dataset: digits::data::DatasetName::MnistLite,
-        imported: None,
-        history: Vec::new(),
-    };
     let data = Dataset::lite(Split::Train).truncated(64);
-    let err = digits::train::fit(
-        &mut trainer,
-        &data,
-        None,
-        &data,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap_err();
+    let err = fit_saving(dir.path(), &mut trainer, &data, &mut Quiet).unwrap_err();
     assert!(
         matches!(
             err,
-            digits::train::TrainError::Diverged {
+            TrainError::Diverged {
                 epoch: 1,
                 batch: 0,
                 ..
@@ -366,25 +362,25 @@ fn the_fused_path_and_burns_path_train_the_same_model() {
     }
 }
 
-/// Asks training to stop after `after` batches, as Ctrl-C does.
+/// Cancels training after `after` batches, as Ctrl-C does.
 struct StopAfter {
     after: usize,
     seen: usize,
+    token: CancelToken,
 }
 
-impl digits::train::TrainObserver for StopAfter {
+impl TrainObserver for StopAfter {
     fn batch(&mut self, _: &digits::train::BatchProgress) {
         self.seen += 1;
-    }
-    fn should_stop(&mut self) -> bool {
-        self.seen >= self.after
+        if self.seen >= self.after {
+            self.token.cancel();
+        }
     }
 }
 
 #[test]
 fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
     let train_set = Dataset::lite(Split::Train).truncated(1_600);
-    let test_set = Dataset::lite(Split::Test).truncated(320);
     for (model, config) in [
         (ModelConfig::default(), TrainConfig::default()),
         (
@@ -409,27 +405,18 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
 
         // Stopped 30 batches into epoch 2 (50 batches each).
         let dir = tempfile::tempdir().unwrap();
-        let mut trainer = common::trainer(&model, config.clone(), 0);
-        let mut checkpoint = digits::run::RunCheckpoint {
-            dir: RunDir::create(dir.path()).unwrap(),
-            dataset: train_set.name,
-            imported: None,
-            history: Vec::new(),
+        let mut stopper = StopAfter {
+            after: 80,
+            seen: 0,
+            token: CancelToken::new(),
         };
-        let mut stopper = StopAfter { after: 80, seen: 0 };
-        let stopped = digits::train::fit(
-            &mut trainer,
-            &train_set,
-            None,
-            &test_set,
-            &mut stopper,
-            &mut checkpoint,
-        )
-        .unwrap_err();
+        let mut trainer =
+            common::trainer(&model, config.clone(), 0).with_cancel_token(stopper.token.clone());
+        let stopped = fit_saving(dir.path(), &mut trainer, &train_set, &mut stopper).unwrap_err();
         assert!(
             matches!(
                 stopped,
-                digits::train::TrainError::Interrupted {
+                TrainError::Interrupted {
                     epoch: 2,
                     batches_done: 30
                 }
@@ -451,6 +438,31 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
         assert_eq!(losses.len(), 20);
         common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-5);
     }
+}
+
+#[test]
+fn a_token_cancelled_before_training_stops_it_before_the_first_batch() {
+    let data = Dataset::lite(Split::Train).truncated(64);
+    let token = CancelToken::new();
+    token.cancel();
+    let mut trainer = tutorial_trainer(1).with_cancel_token(token);
+    let dir = tempfile::tempdir().unwrap();
+    let stopped = fit_saving(dir.path(), &mut trainer, &data, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(
+            stopped,
+            TrainError::Interrupted {
+                epoch: 1,
+                batches_done: 0
+            }
+        ),
+        "{stopped}"
+    );
+    assert_eq!(trainer.weights(), ModelConfig::default().initial_weights(0));
+
+    // Another trainer has its own token.
+    let mut other = tutorial_trainer(1);
+    assert_eq!(other.train_epoch(&data, &mut Quiet).unwrap().len(), 2);
 }
 
 /// The average of the model's highest probability over `images` (28x28 each, in [0, 1]).

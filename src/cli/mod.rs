@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod eval;
 mod interop;
+mod interrupt;
 mod predict;
 mod progress;
 mod report;

@@ -395,7 +395,8 @@ pub fn train(
         config.batch_size
     );
 
-    let mut trainer = Trainer::new(model_config, weights, config, &selected.device)?;
+    let mut trainer = Trainer::new(model_config, weights, config, &selected.device)?
+        .with_cancel_token(super::interrupt::cancel_on_signal());
     if let Some((optimizer_state, epochs_done, batches_done)) = resume_state {
         trainer = trainer
             .resume(optimizer_state, epochs_done)?

@@ -1,5 +1,7 @@
 //! The training loop: the tutorial's `train()` and its ten-epoch loop, as library calls.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
@@ -382,10 +384,26 @@ pub struct EpochMetrics {
 pub trait TrainObserver {
     fn batch(&mut self, _progress: &BatchProgress) {}
     fn epoch(&mut self, _metrics: &EpochMetrics, _evaluation: &Evaluation) {}
-    /// Asked after every batch: `true` stops training there (Ctrl-C, say); [`fit`] then saves
-    /// a checkpoint that resumes at the next batch.
-    fn should_stop(&mut self) -> bool {
-        false
+}
+
+/// Asks a training to stop at the end of its current batch ([`Trainer::with_cancel_token`]);
+/// [`fit`] then saves a checkpoint that resumes at the next batch. Clones share one flag, so
+/// the caller keeps one and cancels from anywhere: another thread, or a signal handler, since
+/// cancelling only stores to an atomic.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -438,6 +456,8 @@ pub struct Trainer {
     last_lr: f64,
     /// Batches of the next epoch already trained before a resume.
     resume_batches: usize,
+    /// Checked after every batch; nobody else holds the one a trainer starts with.
+    cancel: CancelToken,
 }
 
 impl Trainer {
@@ -475,6 +495,7 @@ impl Trainer {
             step_in_epoch: 0,
             steps_per_epoch: 0,
             resume_batches: 0,
+            cancel: CancelToken::new(),
         })
     }
 
@@ -527,6 +548,13 @@ impl Trainer {
     /// if training had not stopped.
     pub fn skip_batches(mut self, batches_done: usize) -> Self {
         self.resume_batches = batches_done;
+        self
+    }
+
+    /// Stops training at the end of the batch during which `token` is cancelled (or at once,
+    /// if it already is).
+    pub fn with_cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = token;
         self
     }
 
@@ -739,7 +767,7 @@ impl Trainer {
                 seen,
                 total: data.len(),
             });
-            if observer.should_stop() && index + 1 < count {
+            if self.cancel.is_cancelled() && index + 1 < count {
                 return Err(TrainError::Interrupted {
                     epoch,
                     batches_done: index + 1,
@@ -775,7 +803,7 @@ pub fn fit(
     let mut history = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     while trainer.epochs_done() < trainer.config().epochs {
-        if observer.should_stop() {
+        if trainer.cancel.is_cancelled() {
             // The last epoch's checkpoint is already saved.
             return Err(TrainError::Interrupted {
                 epoch: trainer.epochs_done() + 1,
