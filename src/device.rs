@@ -270,13 +270,18 @@ fn smoke_test(device: &Device) -> Result<(), String> {
     }
 }
 
-/// Makes the CPU treat subnormal floats as zero, on this thread and on Burn's worker threads.
+/// Makes the CPU treat subnormal floats as zero, on this thread and on the threads of rayon's
+/// global pool (Burn's CPU workers): a choice for the whole process, so the library never makes
+/// it; the program that owns the process does (`digits train`, `compare` and `bench` do, before
+/// anything else).
 ///
-/// Adam keeps decaying the moments of weights whose gradient is always zero (the weights of
-/// MNIST's blank border pixels, dead ReLU units) until they become subnormal, around the third
-/// epoch of the tutorial; from then on every step ran five times slower on x86, whose
-/// arithmetic on subnormals takes a slow path. Values below 1.2e-38 have no effect on training.
-/// Cheap enough to call before every step: it costs two instructions after the first call.
+/// It is for speed. Adam keeps decaying the moments of weights whose gradient has been zero for
+/// hundreds of steps (the weights of MNIST's blank border pixels, dead ReLU units) until they
+/// become subnormal; x86 computes on subnormals through a slow path, and the tutorial's epochs
+/// from then on took several times as long (PERFORMANCE.md). What it changes: any result below
+/// 1.2e-38 becomes 0, and such inputs are read as 0, where IEEE arithmetic would keep them;
+/// values that small have no effect on training. Threads started later (another rayon pool)
+/// keep the default. It does nothing on other architectures.
 pub fn flush_subnormals_to_zero() {
     static WORKERS: Once = Once::new();
     set_flush_to_zero();

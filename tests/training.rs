@@ -465,6 +465,29 @@ fn a_token_cancelled_before_training_stops_it_before_the_first_batch() {
     assert_eq!(other.train_epoch(&data, &mut Quiet).unwrap().len(), 2);
 }
 
+#[test]
+fn training_leaves_the_float_mode_of_the_process_alone() {
+    // Flush-to-zero is the program's choice (digits::device::flush_subnormals_to_zero): a
+    // training step in the library must not turn it on for the caller or Burn's workers.
+    let data = Dataset::lite(Split::Train).truncated(64);
+    for engine in [EngineChoice::Auto, EngineChoice::Burn] {
+        let config = TrainConfig {
+            engine,
+            ..TrainConfig::default()
+        };
+        let mut trainer = common::trainer(&ModelConfig::default(), config, 0);
+        trainer.train_epoch(&data, &mut Quiet).unwrap();
+    }
+    let keeps_subnormals = || std::hint::black_box(f32::MIN_POSITIVE) / 2.0 != 0.0;
+    assert!(keeps_subnormals(), "the calling thread");
+    assert!(
+        rayon::broadcast(|_| keeps_subnormals())
+            .into_iter()
+            .all(|kept| kept),
+        "the worker threads"
+    );
+}
+
 /// The average of the model's highest probability over `images` (28x28 each, in [0, 1]).
 fn mean_confidence(model: &Model, images: &[f32]) -> f32 {
     let count = images.len() / 784;

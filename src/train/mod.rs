@@ -665,7 +665,6 @@ impl Trainer {
             self.device.seed(seed);
             held
         });
-        crate::device::flush_subnormals_to_zero();
         self.last_lr = self.current_lr();
         let value = match &mut self.arithmetic {
             Arithmetic::Burn {
