@@ -242,26 +242,26 @@ fn wgpu_not_built() -> DeviceError {
     }
 }
 
-/// Runs one small kernel on a freshly opened GPU device. Opening is lazy: a missing NVRTC
-/// library or a driver too old for the kernels only shows when the first kernel compiles, and
-/// the runtime reports that by panicking, so the panic is caught here and turned into a reason.
+/// Runs one small kernel on a freshly opened GPU device and reads its result back. Opening is
+/// lazy: a missing NVRTC library or a driver too old for the kernels only shows when the first
+/// kernel compiles. The runtime reports a kernel that fails to compile or run as an error of
+/// the read; what it still reports by panicking (a library that cannot be loaded) is caught.
+/// Either becomes the reason. The panic hook is the process's and stays as it is, so such a
+/// panic is printed by it as well.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn smoke_test(device: &Device) -> Result<(), String> {
     use burn::tensor::Tensor;
-    use std::panic;
 
-    let quiet = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
-    let outcome = panic::catch_unwind(|| {
+    let outcome = std::panic::catch_unwind(|| {
         Tensor::<1>::from_floats([1.0, 2.0, 3.0], device)
             .mul_scalar(2.0)
             .sum()
-            .into_scalar::<f32>()
+            .try_into_scalar::<f32>()
     });
-    panic::set_hook(quiet);
     match outcome {
-        Ok(12.0) => Ok(()),
-        Ok(sum) => Err(format!("a test kernel computed {sum} instead of 12")),
+        Ok(Ok(12.0)) => Ok(()),
+        Ok(Ok(sum)) => Err(format!("a test kernel computed {sum} instead of 12")),
+        Ok(Err(err)) => Err(err.to_string()),
         Err(panic) => Err(panic
             .downcast_ref::<String>()
             .cloned()
