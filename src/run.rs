@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
+use crate::augment::AugmentError;
 use crate::data::DatasetName;
 use crate::files::write_atomically;
 use crate::model::{Model, ModelConfig, Weights, WeightsError, weights};
@@ -113,8 +114,12 @@ pub enum RunError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{path}: {why}")]
-    Unusable { path: String, why: String },
+    #[error("{path}")]
+    Augment {
+        path: String,
+        #[source]
+        source: AugmentError,
+    },
     #[error("{path}")]
     Weights {
         path: String,
@@ -181,9 +186,9 @@ impl RunDir {
             source,
         })?;
         if let Some(augment) = config.train.as_ref().and_then(|t| t.augment.as_ref()) {
-            augment.check().map_err(|why| RunError::Unusable {
+            augment.check().map_err(|source| RunError::Augment {
                 path: path.display().to_string(),
-                why,
+                source,
             })?;
         }
         Ok(config)

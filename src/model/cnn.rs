@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layers::{self, Normalization, ParamIds, PyTorchInit, Reading};
 use super::mlp::Activation;
-use super::weights::{self, Weights, WeightsError};
+use super::weights::{self, ArchitectureError, Weights, WeightsError};
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
 
 /// PyTorch's `BatchNorm2d` defaults.
@@ -141,32 +141,29 @@ impl CnnConfig {
             // A config read from disk may hold anything: kernels wider than the image or
             // padding as wide as the kernel are refused before any size is computed from them.
             if layer.kernel > IMAGE_SIDE || layer.padding >= layer.kernel.max(1) {
-                return Err(WeightsError::Architecture(format!(
-                    "convolution {}: kernel {} with padding {} (kernels are at most {IMAGE_SIDE} \
-                     wide, padding smaller than the kernel)",
-                    i + 1,
-                    layer.kernel,
-                    layer.padding
-                )));
+                return Err(ArchitectureError::Kernel {
+                    layer: i + 1,
+                    kernel: layer.kernel,
+                    padding: layer.padding,
+                }
+                .into());
             }
             let padded = side + 2 * layer.padding;
             if layer.channels == 0 || layer.kernel == 0 || layer.kernel > padded {
-                return Err(WeightsError::Architecture(format!(
-                    "convolution {} ({} channels, kernel {}) does not fit a {side}x{side} input",
-                    i + 1,
-                    layer.channels,
-                    layer.kernel
-                )));
+                return Err(ArchitectureError::DoesNotFit {
+                    layer: i + 1,
+                    channels: layer.channels,
+                    kernel: layer.kernel,
+                    side,
+                }
+                .into());
             }
             side = padded - layer.kernel + 1;
             if layer.pool {
                 side /= 2;
             }
             if side == 0 {
-                return Err(WeightsError::Architecture(format!(
-                    "nothing is left of the image after convolution {}",
-                    i + 1
-                )));
+                return Err(ArchitectureError::NothingLeft { layer: i + 1 }.into());
             }
             maps.push((layer.channels, side));
         }
@@ -180,9 +177,9 @@ impl CnnConfig {
             .last()
             .copied()
             .unwrap_or((1, IMAGE_SIDE));
-        let features = channels.checked_mul(side * side).ok_or_else(|| {
-            WeightsError::Architecture(format!("{channels} channels is too many"))
-        })?;
+        let features = channels
+            .checked_mul(side * side)
+            .ok_or(ArchitectureError::TooManyChannels { channels })?;
         let widths: Vec<usize> = std::iter::once(features)
             .chain(self.hidden.iter().copied())
             .chain(std::iter::once(NUM_CLASSES))

@@ -11,7 +11,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::weights::{self, NamedTensor, Weights, WeightsError};
+use super::weights::{self, ArchitectureError, NamedTensor, Weights, WeightsError};
 
 /// Gives parameters ids in the order a model builds them, rather than random ones, so that a
 /// saved optimizer state (keyed by id) finds its parameters again when a run is resumed.
@@ -116,9 +116,7 @@ pub(crate) fn read_linear(layer: &Linear, name: &str, reading: Reading, out: &mu
 /// hold anything, and Burn's own check would panic.
 pub(crate) fn dropout(p: f64) -> Result<Dropout, WeightsError> {
     if !(0.0..1.0).contains(&p) {
-        return Err(WeightsError::Architecture(format!(
-            "dropout {p} is not in [0, 1)"
-        )));
+        return Err(ArchitectureError::Dropout { p }.into());
     }
     Ok(DropoutConfig::new(p).init())
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use cnn::{Cnn, CnnConfig, ConvLayer};
 pub use layers::Normalization;
 pub use mlp::{Activation, Mlp, MlpConfig};
-pub use weights::{NamedTensor, Weights, WeightsError};
+pub use weights::{ArchitectureError, NamedTensor, Weights, WeightsError};
 
 use layers::Reading;
 
