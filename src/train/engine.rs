@@ -30,17 +30,17 @@ pub enum FusedOptimizer {
 pub enum WhyBurn {
     /// The settings ask for Burn (`--engine burn`).
     Requested,
-    /// The fused path knows only MLPs.
+    /// The model is not an MLP, the only kind the fused path knows.
     NotAnMlp,
-    /// It draws no dropout masks.
+    /// The MLP has dropout, for which the fused path draws no masks.
     Dropout,
     /// The optimizer is AdamW, or has weight decay or momentum.
     Optimizer,
-    /// Its loss is the plain cross-entropy: no label smoothing.
+    /// The loss smooths its labels; the fused path's is the plain cross-entropy.
     LabelSmoothing,
-    /// Its batches hold digits only: no marks that are no digit.
+    /// Batches carry marks that are no digit, which the fused path does not train on.
     NotDigits,
-    /// It runs on the CPU only.
+    /// The device is not the CPU, where the fused path runs.
     NotCpu,
 }
 
@@ -76,5 +76,59 @@ pub(crate) fn fused_path<'a>(
         Err(WhyBurn::NotCpu)
     } else {
         Ok((mlp, optimizer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelKind;
+
+    #[test]
+    fn each_setting_the_fused_path_lacks_sends_a_run_to_burns() {
+        let cpu = Device::flex();
+        let mlp = ModelConfig::default();
+        let why = |model: &ModelConfig, config: TrainConfig| {
+            fused_path(model, &config, &cpu).map(|(_, optimizer)| optimizer)
+        };
+        assert_eq!(why(&mlp, TrainConfig::default()), Ok(FusedOptimizer::Adam));
+        let dropout = ModelConfig::Mlp(MlpConfig {
+            dropout: 0.5,
+            ..MlpConfig::default()
+        });
+        for (model, config, reason) in [
+            (
+                &ModelKind::Lenet5.config(),
+                TrainConfig::default(),
+                WhyBurn::NotAnMlp,
+            ),
+            (&dropout, TrainConfig::default(), WhyBurn::Dropout),
+            (
+                &mlp,
+                TrainConfig {
+                    weight_decay: Some(0.01),
+                    ..TrainConfig::default()
+                },
+                WhyBurn::Optimizer,
+            ),
+            (
+                &mlp,
+                TrainConfig {
+                    label_smoothing: 0.1,
+                    ..TrainConfig::default()
+                },
+                WhyBurn::LabelSmoothing,
+            ),
+            (
+                &mlp,
+                TrainConfig {
+                    not_digits: 0.1,
+                    ..TrainConfig::default()
+                },
+                WhyBurn::NotDigits,
+            ),
+        ] {
+            assert_eq!(why(model, config), Err(reason));
+        }
     }
 }
