@@ -128,7 +128,7 @@ impl AugmentConfig {
     /// Why these settings cannot be used, if they cannot. The presets always can; a run's
     /// config.json is a file people edit, and a sigma of 0 there would fill every training
     /// image with NaN (which training would then blame on the learning rate).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), AugmentError> {
         let side = IMAGE_SIDE as f32;
         let mut bounds = vec![
             ("rotation_degrees", self.rotation_degrees, 0.0, 180.0),
@@ -155,12 +155,27 @@ impl AugmentConfig {
             .into_iter()
             .find(|(_, value, min, max)| !(*min..=*max).contains(value))
         {
-            Some((name, value, min, max)) => Err(format!(
-                "augment.{name} is {value}, but it must be between {min} and {max}"
-            )),
+            Some((setting, value, min, max)) => Err(AugmentError::OutOfRange {
+                setting,
+                value,
+                min,
+                max,
+            }),
             None => Ok(()),
         }
     }
+}
+
+/// Augmentation settings that cannot be used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AugmentError {
+    #[error("augment.{setting} is {value}, but it must be between {min} and {max}")]
+    OutOfRange {
+        setting: &'static str,
+        value: f32,
+        min: f32,
+        max: f32,
+    },
 }
 
 /// Distorts every image of `batch` in place; the same `seed` gives the same distortions.
@@ -592,17 +607,22 @@ mod tests {
             ..AugmentConfig::digits()
         };
         let err = no_smoothing.check().unwrap_err();
-        assert!(err.contains("augment.elastic.sigma is 0"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("augment.elastic.sigma is 0, but it must be between 0.5"),
+            "{err}"
+        );
         let not_a_number = AugmentConfig {
             rotation_degrees: f32::NAN,
             ..AugmentConfig::digits()
         };
-        assert!(
-            not_a_number
-                .check()
-                .unwrap_err()
-                .contains("rotation_degrees")
-        );
+        assert!(matches!(
+            not_a_number.check(),
+            Err(AugmentError::OutOfRange {
+                setting: "rotation_degrees",
+                ..
+            })
+        ));
         let flat = AugmentConfig {
             shear_degrees: 89.0,
             ..AugmentConfig::digits()

@@ -226,26 +226,26 @@ fn wgpu_not_built() -> DeviceError {
     }
 }
 
-/// Runs one small kernel on a freshly opened GPU device. Opening is lazy: a missing NVRTC
-/// library or a driver too old for the kernels only shows when the first kernel compiles, and
-/// the runtime reports that by panicking, so the panic is caught here and turned into a reason.
+/// Runs one small kernel on a freshly opened GPU device and reads its result back. Opening is
+/// lazy: a missing NVRTC library or a driver too old for the kernels only shows when the first
+/// kernel compiles. The runtime reports a kernel that fails to compile or run as an error of
+/// the read; what it still reports by panicking (a library that cannot be loaded) is caught.
+/// Either becomes the reason. The panic hook is the process's and stays as it is, so such a
+/// panic is printed by it as well.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn smoke_test(device: &Device) -> Result<(), String> {
     use burn::tensor::Tensor;
-    use std::panic;
 
-    let quiet = panic::take_hook();
-    panic::set_hook(Box::new(|_| {}));
-    let outcome = panic::catch_unwind(|| {
+    let outcome = std::panic::catch_unwind(|| {
         Tensor::<1>::from_floats([1.0, 2.0, 3.0], device)
             .mul_scalar(2.0)
             .sum()
-            .into_scalar::<f32>()
+            .try_into_scalar::<f32>()
     });
-    panic::set_hook(quiet);
     match outcome {
-        Ok(12.0) => Ok(()),
-        Ok(sum) => Err(format!("a test kernel computed {sum} instead of 12")),
+        Ok(Ok(12.0)) => Ok(()),
+        Ok(Ok(sum)) => Err(format!("a test kernel computed {sum} instead of 12")),
+        Ok(Err(err)) => Err(err.to_string()),
         Err(panic) => Err(panic
             .downcast_ref::<String>()
             .cloned()
@@ -254,13 +254,18 @@ fn smoke_test(device: &Device) -> Result<(), String> {
     }
 }
 
-/// Makes the CPU treat subnormal floats as zero, on this thread and on Burn's worker threads.
+/// Makes the CPU treat subnormal floats as zero, on this thread and on the threads of rayon's
+/// global pool (Burn's CPU workers): a choice for the whole process, so the library never makes
+/// it; the program that owns the process does (`digits train`, `compare` and `bench` do, before
+/// anything else).
 ///
-/// Adam keeps decaying the moments of weights whose gradient is always zero (the weights of
-/// MNIST's blank border pixels, dead ReLU units) until they become subnormal, around the third
-/// epoch of the tutorial; from then on every step ran five times slower on x86, whose
-/// arithmetic on subnormals takes a slow path. Values below 1.2e-38 have no effect on training.
-/// Cheap enough to call before every step: it costs two instructions after the first call.
+/// It is for speed. Adam keeps decaying the moments of weights whose gradient has been zero for
+/// hundreds of steps (the weights of MNIST's blank border pixels, dead ReLU units) until they
+/// become subnormal; x86 computes on subnormals through a slow path, and the tutorial's epochs
+/// from then on took several times as long (PERFORMANCE.md). What it changes: any result below
+/// 1.2e-38 becomes 0, and such inputs are read as 0, where IEEE arithmetic would keep them;
+/// values that small have no effect on training. Threads started later (another rayon pool)
+/// keep the default. It does nothing on other architectures.
 pub fn flush_subnormals_to_zero() {
     static WORKERS: Once = Once::new();
     set_flush_to_zero();

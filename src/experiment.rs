@@ -16,8 +16,8 @@ use crate::data::{Dataset, DatasetName};
 use crate::model::{Activation, ModelConfig, ModelKind, Normalization};
 use crate::run::{RunCheckpoint, RunConfig, RunDir, RunError};
 use crate::train::{
-    self, ConfigError, EngineChoice, EpochMetrics, LrSchedule, OptimizerKind, Preset, ResumePoint,
-    TrainConfig, TrainError, TrainObserver, Trainer,
+    self, CancelToken, ConfigError, EngineChoice, EpochMetrics, LrSchedule, OptimizerKind, Preset,
+    ResumePoint, TrainConfig, TrainError, TrainObserver, Trainer,
 };
 
 /// Changes to a preset's recipe, or, resuming, to the saved run's settings; `None` (and
@@ -386,6 +386,13 @@ pub struct Experiment {
 }
 
 impl Experiment {
+    /// Stops training at the end of the batch during which `token` is cancelled; the run is
+    /// then saved as it stands.
+    pub fn with_cancel_token(mut self, token: CancelToken) -> Self {
+        self.trainer = self.trainer.with_cancel_token(token);
+        self
+    }
+
     pub fn trainer(&self) -> &Trainer {
         &self.trainer
     }

@@ -323,8 +323,8 @@ pub fn score(predictor: &Predictor, dir: &Path, images: Vec<LabelledImage>) -> S
         .map(|image| {
             let path = dir.join(&image.path);
             let bytes = std::fs::read(&path).map_err(|e| format!("cannot read: {e}"))?;
-            let decoded = prepare::decode(&bytes).map_err(|e| e.to_string())?;
-            prepare::prepare(&decoded).map_err(|e| e.to_string())
+            let decoded = prepare::decode(&bytes).map_err(|e| e.describe())?;
+            prepare::prepare(&decoded).map_err(|e| e.describe())
         })
         .collect();
     let readable: Vec<prepare::Prepared> = prepared.iter().flatten().cloned().collect();

@@ -43,14 +43,29 @@ const DASH_ASPECT: usize = 4;
 /// Every way preparing an image can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error("cannot decode the image: {0}")]
-    Decode(String),
+    #[error("cannot decode the image")]
+    Decode(#[source] image::ImageError),
     #[error("the image is {width}x{height}, over the limit of {MAX_PIXELS} pixels")]
     TooLarge { width: u32, height: u32 },
     #[error("the image is empty")]
     Empty,
     #[error("no digit found: the image has no marks that stand out from its background")]
     NoInk,
+}
+
+impl PrepareError {
+    /// The message and its causes in one line, for answers that carry text rather than an
+    /// error (the service's JSON, a scorecard's rows).
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            text.push_str(": ");
+            text.push_str(&error.to_string());
+            cause = error.source();
+        }
+        text
+    }
 }
 
 /// A digit ready for a model: 28x28 bytes, white on black, row by row.
@@ -94,10 +109,10 @@ impl Prepared {
 /// Decodes an image file's bytes (PNG, JPEG, BMP, GIF, WebP, TIFF), applying its EXIF
 /// orientation, refusing images over [`MAX_PIXELS`] before allocating them.
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage, PrepareError> {
-    let decode_error = |e: image::ImageError| PrepareError::Decode(e.to_string());
+    let decode_error = PrepareError::Decode;
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
-        .map_err(|e| PrepareError::Decode(e.to_string()))?;
+        .map_err(|e| PrepareError::Decode(e.into()))?;
     let mut limits = Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8);
     reader.limits(limits);

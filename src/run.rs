@@ -6,8 +6,9 @@
 //! RUN/model.safetensors    the weights, in PyTorch's layout and the tutorial's names
 //! RUN/best.safetensors     with validation images: the weights of the best epoch, which
 //!                          eval, predict and serve use (model.safetensors resumes training)
-//! RUN/optimizer.bpk        the optimizer's state for --resume: Burn's burnpack, or
-//!  or optimizer.safetensors the fused MLP path's moments under PyTorch's names
+//! RUN/optimizer.safetensors the optimizer's state for --resume, under PyTorch's names
+//!                          whichever engine trained (OptimizerState); folders written before
+//!                          that may hold Burn's record, optimizer.bpk, read in its place
 //! RUN/metrics.jsonl        one line per epoch (EpochMetrics)
 //! ```
 //!
@@ -19,21 +20,25 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
+use crate::augment::AugmentError;
 use crate::data::DatasetName;
 use crate::files::write_atomically;
 use crate::model::{Model, ModelConfig, Weights, WeightsError, weights};
 use crate::train::{
-    Checkpoint, ConfigError, EpochMetrics, OptimizerState, TrainConfig, TrainError, Trainer,
+    Checkpoint, ConfigError, EpochMetrics, OptimizerState, OptimizerStateError, TrainConfig,
+    TrainError, Trainer,
 };
 
 const CONFIG_FILE: &str = "config.json";
 const WEIGHTS_FILE: &str = "model.safetensors";
 const BEST_WEIGHTS_FILE: &str = "best.safetensors";
-const BURN_OPTIMIZER_FILE: &str = "optimizer.bpk";
-const FUSED_OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Burn's optimizer record, which runs trained on Burn's path saved until both engines shared
+/// one format.
+const BURN_RECORD_FILE: &str = "optimizer.bpk";
 const METRICS_FILE: &str = "metrics.jsonl";
 
 /// Everything needed to rebuild, resume or compare a run, saved as `config.json`.
@@ -110,8 +115,12 @@ pub enum RunError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("{path}: {why}")]
-    Unusable { path: String, why: String },
+    #[error("{path}")]
+    Augment {
+        path: String,
+        #[source]
+        source: AugmentError,
+    },
     #[error("{path}")]
     Settings {
         path: String,
@@ -123,6 +132,12 @@ pub enum RunError {
         path: String,
         #[source]
         source: WeightsError,
+    },
+    #[error("{path}")]
+    OptimizerState {
+        path: String,
+        #[source]
+        source: OptimizerStateError,
     },
 }
 
@@ -184,9 +199,9 @@ impl RunDir {
         })?;
         if let Some(train) = &config.train {
             if let Some(augment) = &train.augment {
-                augment.check().map_err(|why| RunError::Unusable {
+                augment.check().map_err(|source| RunError::Augment {
                     path: path.display().to_string(),
-                    why,
+                    source,
                 })?;
             }
             train.validate().map_err(|source| RunError::Settings {
@@ -228,37 +243,38 @@ impl RunDir {
         Ok((config, model))
     }
 
-    /// The saved optimizer state, if the run has one (imported weights do not). Were both
-    /// formats there (a crash between writing one and removing the other), the newer wins.
+    /// The saved optimizer state, if the run has one (imported weights do not). A run saved
+    /// before both engines shared one format may hold Burn's record instead, which is
+    /// converted (it names parameters by their ids in the model the run's weights build).
     pub fn optimizer_state(&self) -> Result<Option<OptimizerState>, RunError> {
-        let mut found = Vec::new();
-        for (name, wrap) in [
-            (
-                BURN_OPTIMIZER_FILE,
-                OptimizerState::Burn as fn(Vec<u8>) -> OptimizerState,
-            ),
-            (FUSED_OPTIMIZER_FILE, OptimizerState::Fused),
-        ] {
-            let path = self.path.join(name);
-            let read_error = |source| RunError::Read {
+        let path = self.path.join(OPTIMIZER_FILE);
+        if let Some(bytes) = read_if_present(&path)? {
+            let origin = path.display().to_string();
+            return OptimizerState::from_safetensors_bytes(&bytes, &origin)
+                .map(Some)
+                .map_err(|source| RunError::Weights {
+                    path: origin,
+                    source,
+                });
+        }
+        let path = self.path.join(BURN_RECORD_FILE);
+        let Some(bytes) = read_if_present(&path)? else {
+            return Ok(None);
+        };
+        let config = self.config()?.model;
+        let model =
+            Model::from_weights(&config, self.weights()?, &Device::flex()).map_err(|source| {
+                RunError::Weights {
+                    path: self.weights_path().display().to_string(),
+                    source,
+                }
+            })?;
+        OptimizerState::from_burn_record(Bytes::from_bytes_vec(bytes), &model)
+            .map(Some)
+            .map_err(|source| RunError::OptimizerState {
                 path: path.display().to_string(),
                 source,
-            };
-            match fs::read(&path) {
-                Ok(bytes) => {
-                    let modified = fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .map_err(read_error)?;
-                    found.push((modified, wrap(bytes)));
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => return Err(read_error(source)),
-            }
-        }
-        Ok(found
-            .into_iter()
-            .max_by_key(|(modified, _)| *modified)
-            .map(|(_, state)| state))
+            })
     }
 
     /// Every epoch recorded so far, oldest first.
@@ -297,15 +313,20 @@ impl RunDir {
     ) -> Result<(), RunError> {
         self.remove_abandoned_temporary_files();
         if let Some(state) = optimizer_state {
-            let (name, stale, bytes) = match state {
-                OptimizerState::Burn(bytes) => (BURN_OPTIMIZER_FILE, FUSED_OPTIMIZER_FILE, bytes),
-                OptimizerState::Fused(bytes) => (FUSED_OPTIMIZER_FILE, BURN_OPTIMIZER_FILE, bytes),
-            };
-            self.write(name, bytes)?;
-            match fs::remove_file(self.path.join(stale)) {
+            let path = self.path.join(OPTIMIZER_FILE);
+            let bytes = state
+                .to_safetensors_bytes()
+                .map_err(|source| RunError::Weights {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            self.write(OPTIMIZER_FILE, &bytes)?;
+            // Written after the state that replaces it, so a crash between leaves one of them.
+            let stale = self.path.join(BURN_RECORD_FILE);
+            match fs::remove_file(&stale) {
                 Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
                     return Err(RunError::Write {
-                        path: self.path.join(stale).display().to_string(),
+                        path: stale.display().to_string(),
                         source: err,
                     });
                 }
@@ -349,6 +370,18 @@ impl RunDir {
             path: path.display().to_string(),
             source,
         })
+    }
+}
+
+/// The bytes of `path`, or `None` when there is no such file.
+fn read_if_present(path: &Path) -> Result<Option<Vec<u8>>, RunError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(RunError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 

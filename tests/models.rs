@@ -257,12 +257,21 @@ fn a_hand_edited_architecture_that_cannot_work_is_an_error_not_a_panic() {
     huge_channels.conv[1].channels = usize::MAX / 4;
     let mut bad_dropout = digits::model::CnnConfig::small();
     bad_dropout.dropout = 1.5;
-    for config in [huge_padding, huge_kernel, huge_channels, bad_dropout] {
+    use digits::model::{PlanError as Why, WeightsError};
+    for (config, why) in [
+        (huge_padding, "kernel"),
+        (huge_kernel, "kernel"),
+        (huge_channels, "channels"),
+        (bad_dropout, "dropout"),
+    ] {
         let config = ModelConfig::Cnn(config);
         let err = Model::from_weights(&config, Default::default(), &Device::flex()).unwrap_err();
-        assert!(
-            matches!(err, digits::model::WeightsError::Architecture(_)),
-            "{err}"
-        );
+        let found = match &err {
+            WeightsError::Architecture(Why::KernelOutOfRange { .. }) => "kernel",
+            WeightsError::Architecture(Why::TooManyFeatures { .. }) => "channels",
+            WeightsError::Architecture(Why::Dropout(1.5)) => "dropout",
+            _ => "something else",
+        };
+        assert_eq!(found, why, "{err}: {:?}", std::error::Error::source(&err));
     }
 }

@@ -169,10 +169,14 @@ fn blank_broken_and_oversized_images_are_refused_with_a_reason() {
         prepare::prepare(&blank.into()),
         Err(PrepareError::NoInk)
     ));
-    assert!(matches!(
-        prepare::decode(b"definitely not an image"),
-        Err(PrepareError::Decode(_))
-    ));
+    let broken = prepare::decode(b"definitely not an image").unwrap_err();
+    assert!(matches!(broken, PrepareError::Decode(_)));
+    // Answers that are text (the service's JSON, eval's rows) carry the decoder's reason.
+    let reason = std::error::Error::source(&broken).unwrap().to_string();
+    assert_eq!(
+        broken.describe(),
+        format!("cannot decode the image: {reason}")
+    );
 
     // A PNG header claiming 100,000 x 100,000 pixels, refused before any allocation.
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();

@@ -8,7 +8,10 @@ use digits::eval;
 use digits::experiment::{self, Adjustments, Plan};
 use digits::model::{Model, ModelConfig};
 use digits::run::RunDir;
-use digits::train::{EngineChoice, Quiet, TrainConfig, Trainer};
+use digits::train::{
+    CancelToken, Engine, EngineChoice, EpochMetrics, FusedOptimizer, Optimizer, OptimizerKind,
+    Quiet, TrainConfig, TrainError, TrainObserver, Trainer, WhyBurn,
+};
 
 fn tutorial_trainer(epochs: usize) -> Trainer {
     let model = ModelConfig::default();
@@ -96,6 +99,153 @@ fn resuming_a_saved_run_continues_exactly_where_it_stopped() {
     );
 }
 
+/// Trains with [`digits::train::fit`], saving a new run folder at `dir` after every epoch.
+fn fit_saving(
+    dir: &std::path::Path,
+    trainer: &mut Trainer,
+    train_set: &Dataset,
+    observer: &mut dyn TrainObserver,
+) -> Result<Vec<EpochMetrics>, TrainError> {
+    let mut checkpoint = digits::run::RunCheckpoint {
+        dir: RunDir::create(dir).unwrap(),
+        dataset: train_set.name,
+        imported: None,
+        history: Vec::new(),
+    };
+    let test_set = Dataset::lite(Split::Test).truncated(32);
+    digits::train::fit(
+        trainer,
+        train_set,
+        None,
+        &test_set,
+        observer,
+        &mut checkpoint,
+    )
+}
+
+/// Trains `config` for one epoch of `train_set`, saving a run folder at `dir`.
+fn save_one_epoch(
+    dir: &std::path::Path,
+    model: &ModelConfig,
+    config: TrainConfig,
+    train_set: &Dataset,
+) {
+    let mut trainer = common::trainer(
+        model,
+        TrainConfig {
+            epochs: 1,
+            ..config
+        },
+        0,
+    );
+    fit_saving(dir, &mut trainer, train_set, &mut Quiet).unwrap();
+}
+
+/// The run saved at `dir`, resumed to train `config` (on the engine `config` gives).
+fn resume_run(dir: &std::path::Path, config: TrainConfig) -> Trainer {
+    let run = RunDir::open(dir).unwrap();
+    experiment::resume_trainer(&run, config, &Device::flex()).unwrap()
+}
+
+#[test]
+fn every_optimizer_resumes_exactly_on_every_engine_that_trains_it() {
+    let train_set = Dataset::lite(Split::Train).truncated(640);
+    let model = ModelConfig::default();
+    let adam = Optimizer::from(OptimizerKind::Adam);
+    let sgd = Optimizer::from(OptimizerKind::Sgd);
+    let momentum = Optimizer::Sgd {
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
+    let adamw = Optimizer::from(OptimizerKind::AdamW);
+    let (auto, burn) = (EngineChoice::Auto, EngineChoice::Burn);
+    for (optimizer, engine, chosen) in [
+        (adam, auto, Engine::Fused(FusedOptimizer::Adam)),
+        (adam, burn, Engine::Burn(WhyBurn::Requested)),
+        (sgd, auto, Engine::Fused(FusedOptimizer::Sgd)),
+        (sgd, burn, Engine::Burn(WhyBurn::Requested)),
+        (momentum, auto, Engine::Burn(WhyBurn::Optimizer)),
+        (adamw, auto, Engine::Burn(WhyBurn::Optimizer)),
+    ] {
+        let config = TrainConfig {
+            epochs: 2,
+            optimizer,
+            engine,
+            ..TrainConfig::default()
+        };
+        let mut straight = common::trainer(&model, config.clone(), 0);
+        assert_eq!(straight.engine(), chosen);
+        for _ in 0..2 {
+            straight.train_epoch(&train_set, &mut Quiet).unwrap();
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        save_one_epoch(dir.path(), &model, config.clone(), &train_set);
+        let mut resumed = resume_run(dir.path(), config.clone());
+        resumed.train_epoch(&train_set, &mut Quiet).unwrap();
+
+        assert_eq!(resumed.epochs_done(), 2);
+        common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-6);
+    }
+}
+
+#[test]
+fn a_state_saved_by_one_engine_resumes_on_the_other() {
+    let train_set = Dataset::lite(Split::Train).truncated(640);
+    let model = ModelConfig::default();
+    let on = |engine| TrainConfig {
+        epochs: 2,
+        engine,
+        ..TrainConfig::default()
+    };
+    for (saved_on, resumed_on) in [
+        (EngineChoice::Auto, EngineChoice::Burn),
+        (EngineChoice::Burn, EngineChoice::Auto),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        save_one_epoch(dir.path(), &model, on(saved_on), &train_set);
+        let run = RunDir::open(dir.path()).unwrap();
+        assert!(run.path().join("optimizer.safetensors").is_file());
+        assert!(!run.path().join("optimizer.bpk").exists());
+        let saved = run.optimizer_state().unwrap().unwrap();
+        assert_eq!(saved.step, 20);
+
+        // The other engine takes the moments and the step count exactly...
+        let mut resumed = resume_run(dir.path(), on(resumed_on));
+        assert_eq!(resumed.is_fused(), resumed_on == EngineChoice::Auto);
+        assert_eq!(resumed.optimizer_state().unwrap(), saved);
+
+        // ...and goes on as the first would have: the engines sum in different orders, so
+        // closely rather than exactly, but far closer than with a fresh optimizer.
+        let mut straight = resume_run(dir.path(), on(saved_on));
+        let mut fresh = Trainer::new(
+            model.clone(),
+            run.weights().unwrap(),
+            on(resumed_on),
+            &Device::flex(),
+        )
+        .unwrap();
+        for trainer in [&mut straight, &mut resumed, &mut fresh] {
+            trainer.train_epoch(&train_set, &mut Quiet).unwrap();
+        }
+        let distance = |a: &Trainer| {
+            let (a, b) = (a.weights(), straight.weights());
+            let squares = |f: &dyn Fn(f32, f32) -> f32| {
+                a.iter()
+                    .flat_map(|(name, t)| t.values.iter().zip(&b[name].values))
+                    .map(|(&x, &y)| f(x, y).powi(2))
+                    .sum::<f32>()
+            };
+            (squares(&|x, y| x - y) / squares(&|_, y| y)).sqrt()
+        };
+        let (resumed_distance, fresh_distance) = (distance(&resumed), distance(&fresh));
+        assert!(
+            resumed_distance < 1e-3 && resumed_distance * 20.0 < fresh_distance,
+            "{saved_on:?} to {resumed_on:?}: {resumed_distance} against {fresh_distance}"
+        );
+    }
+}
+
 #[test]
 fn without_its_optimizer_state_a_resumed_run_would_differ() {
     // Guards the test above: Adam's moments matter, so a resume that dropped them would fail it.
@@ -178,26 +328,12 @@ fn a_loss_that_stops_being_finite_stops_training_before_it_is_saved() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut checkpoint = digits::run::RunCheckpoint {
-        dir: RunDir::create(dir.path()).unwrap(),
-        dataset: digits::data::DatasetName::MnistLite,
-        imported: None,
-        history: Vec::new(),
-    };
     let data = Dataset::lite(Split::Train).truncated(64);
-    let err = digits::train::fit(
-        &mut trainer,
-        &data,
-        None,
-        &data,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap_err();
+    let err = fit_saving(dir.path(), &mut trainer, &data, &mut Quiet).unwrap_err();
     assert!(
         matches!(
             err,
-            digits::train::TrainError::Diverged {
+            TrainError::Diverged {
                 epoch: 1,
                 batch: 0,
                 ..
@@ -267,70 +403,25 @@ fn the_fused_path_and_burns_path_train_the_same_model() {
     }
 }
 
-#[test]
-fn a_run_resumes_on_the_path_that_wrote_its_optimizer_state() {
-    let train_set = Dataset::lite(Split::Train).truncated(1_000);
-    let test_set = Dataset::lite(Split::Test).truncated(64);
-    let model = ModelConfig::default();
-    let on_burn = TrainConfig {
-        epochs: 1,
-        engine: EngineChoice::Burn,
-        ..TrainConfig::default()
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let mut trainer = common::trainer(&model, on_burn, 0);
-    let mut checkpoint = digits::run::RunCheckpoint {
-        dir: RunDir::create(dir.path()).unwrap(),
-        dataset: train_set.name,
-        imported: None,
-        history: Vec::new(),
-    };
-    digits::train::fit(
-        &mut trainer,
-        &train_set,
-        None,
-        &test_set,
-        &mut Quiet,
-        &mut checkpoint,
-    )
-    .unwrap();
-    assert!(dir.path().join("optimizer.bpk").is_file());
-    assert!(!dir.path().join("optimizer.safetensors").exists());
-
-    // Resumed with the default engine, the Burn state keeps the run on Burn's path.
-    let run = RunDir::open(dir.path()).unwrap();
-    let state = run.optimizer_state().unwrap();
-    assert!(matches!(
-        state,
-        Some(digits::train::OptimizerState::Burn(_))
-    ));
-    let config = TrainConfig {
-        epochs: 2,
-        ..TrainConfig::default()
-    };
-    let resumed = experiment::resume_trainer(&run, config, &Device::flex()).unwrap();
-    assert!(!resumed.is_fused());
-}
-
-/// Asks training to stop after `after` batches, as Ctrl-C does.
+/// Cancels training after `after` batches, as Ctrl-C does.
 struct StopAfter {
     after: usize,
     seen: usize,
+    token: CancelToken,
 }
 
-impl digits::train::TrainObserver for StopAfter {
+impl TrainObserver for StopAfter {
     fn batch(&mut self, _: &digits::train::BatchProgress) {
         self.seen += 1;
-    }
-    fn should_stop(&mut self) -> bool {
-        self.seen >= self.after
+        if self.seen >= self.after {
+            self.token.cancel();
+        }
     }
 }
 
 #[test]
 fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
     let train_set = Dataset::lite(Split::Train).truncated(1_600);
-    let test_set = Dataset::lite(Split::Test).truncated(320);
     for (model, config) in [
         (ModelConfig::default(), TrainConfig::default()),
         (
@@ -355,27 +446,18 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
 
         // Stopped 30 batches into epoch 2 (50 batches each).
         let dir = tempfile::tempdir().unwrap();
-        let mut trainer = common::trainer(&model, config.clone(), 0);
-        let mut checkpoint = digits::run::RunCheckpoint {
-            dir: RunDir::create(dir.path()).unwrap(),
-            dataset: train_set.name,
-            imported: None,
-            history: Vec::new(),
+        let mut stopper = StopAfter {
+            after: 80,
+            seen: 0,
+            token: CancelToken::new(),
         };
-        let mut stopper = StopAfter { after: 80, seen: 0 };
-        let stopped = digits::train::fit(
-            &mut trainer,
-            &train_set,
-            None,
-            &test_set,
-            &mut stopper,
-            &mut checkpoint,
-        )
-        .unwrap_err();
+        let mut trainer =
+            common::trainer(&model, config.clone(), 0).with_cancel_token(stopper.token.clone());
+        let stopped = fit_saving(dir.path(), &mut trainer, &train_set, &mut stopper).unwrap_err();
         assert!(
             matches!(
                 stopped,
-                digits::train::TrainError::Interrupted {
+                TrainError::Interrupted {
                     epoch: 2,
                     batches_done: 30
                 }
@@ -392,6 +474,54 @@ fn a_run_stopped_mid_epoch_is_saved_and_resumes_exactly() {
         assert_eq!(losses.len(), 20);
         common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-5);
     }
+}
+
+#[test]
+fn a_token_cancelled_before_training_stops_it_before_the_first_batch() {
+    let data = Dataset::lite(Split::Train).truncated(64);
+    let token = CancelToken::new();
+    token.cancel();
+    let mut trainer = tutorial_trainer(1).with_cancel_token(token);
+    let dir = tempfile::tempdir().unwrap();
+    let stopped = fit_saving(dir.path(), &mut trainer, &data, &mut Quiet).unwrap_err();
+    assert!(
+        matches!(
+            stopped,
+            TrainError::Interrupted {
+                epoch: 1,
+                batches_done: 0
+            }
+        ),
+        "{stopped}"
+    );
+    assert_eq!(trainer.weights(), ModelConfig::default().initial_weights(0));
+
+    // Another trainer has its own token.
+    let mut other = tutorial_trainer(1);
+    assert_eq!(other.train_epoch(&data, &mut Quiet).unwrap().len(), 2);
+}
+
+#[test]
+fn training_leaves_the_float_mode_of_the_process_alone() {
+    // Flush-to-zero is the program's choice (digits::device::flush_subnormals_to_zero): a
+    // training step in the library must not turn it on for the caller or Burn's workers.
+    let data = Dataset::lite(Split::Train).truncated(64);
+    for engine in [EngineChoice::Auto, EngineChoice::Burn] {
+        let config = TrainConfig {
+            engine,
+            ..TrainConfig::default()
+        };
+        let mut trainer = common::trainer(&ModelConfig::default(), config, 0);
+        trainer.train_epoch(&data, &mut Quiet).unwrap();
+    }
+    let keeps_subnormals = || std::hint::black_box(f32::MIN_POSITIVE) / 2.0 != 0.0;
+    assert!(keeps_subnormals(), "the calling thread");
+    assert!(
+        rayon::broadcast(|_| keeps_subnormals())
+            .into_iter()
+            .all(|kept| kept),
+        "the worker threads"
+    );
 }
 
 /// The average of the model's highest probability over `images` (28x28 each, in [0, 1]).

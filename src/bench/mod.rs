@@ -102,7 +102,6 @@ pub fn reference_epoch(images: usize, warmup: usize) -> EpochTiming {
     let weights = ModelConfig::default().initial_weights(config.seed);
     let mut mlp = reference::ReferenceMlp::new(weights, config.lr as f32)
         .expect("fresh weights fit the tutorial network");
-    crate::device::flush_subnormals_to_zero();
     time_batches(images, config.batch_size, warmup, |batch| {
         mlp.step(batch);
     })

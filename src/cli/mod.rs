@@ -4,6 +4,7 @@ mod bench;
 mod data;
 mod eval;
 mod interop;
+mod interrupt;
 mod predict;
 mod progress;
 mod report;
@@ -57,6 +58,12 @@ enum Command {
 
 /// Runs the command; `Ok(false)` means it finished but some inputs failed (exit code 1).
 pub fn run(cli: Cli) -> anyhow::Result<bool> {
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Compare(_) | Command::Bench(_)
+    ) {
+        digits::device::flush_subnormals_to_zero();
+    }
     match cli.command {
         Command::Predict(args) => return predict::run(args),
         Command::Data(command) => data::run(command),

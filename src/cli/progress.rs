@@ -70,10 +70,7 @@ pub struct TrainPrinter {
 }
 
 impl TrainPrinter {
-    /// Prints training as it goes; from now on Ctrl-C (or SIGTERM) stops training at the end
-    /// of the current batch, which is then saved, rather than killing the process.
     pub fn new() -> Self {
-        interrupt::catch();
         Self {
             bar: None,
             epoch: None,
@@ -84,6 +81,16 @@ impl TrainPrinter {
         match &self.bar {
             Some(bar) => bar.println(text),
             None => println!("{text}"),
+        }
+    }
+}
+
+/// Training that stops mid-epoch (interrupted, or diverged) leaves no half-drawn bar above
+/// what is printed next.
+impl Drop for TrainPrinter {
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }
@@ -116,14 +123,6 @@ impl TrainObserver for TrainPrinter {
         }
     }
 
-    fn should_stop(&mut self) -> bool {
-        let stop = interrupt::requested();
-        if stop && let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-        stop
-    }
-
     fn epoch(&mut self, metrics: &EpochMetrics, _evaluation: &Evaluation) {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
@@ -141,36 +140,4 @@ impl TrainObserver for TrainPrinter {
             metrics.test_loss
         );
     }
-}
-
-/// Ctrl-C and SIGTERM during training: the first asks training to stop and save; a second
-/// one ends the process at once, as usual.
-mod interrupt {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static REQUESTED: AtomicBool = AtomicBool::new(false);
-
-    pub fn requested() -> bool {
-        REQUESTED.load(Ordering::Relaxed)
-    }
-
-    #[cfg(unix)]
-    pub fn catch() {
-        extern "C" fn on_signal(signal: libc::c_int) {
-            REQUESTED.store(true, Ordering::Relaxed);
-            // SAFETY: signal() is async-signal-safe; the next signal gets its default action.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-            }
-        }
-        // SAFETY: the handler only stores to an atomic and calls signal(), both
-        // async-signal-safe.
-        unsafe {
-            libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-            libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-        }
-    }
-
-    #[cfg(not(unix))]
-    pub fn catch() {}
 }

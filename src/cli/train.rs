@@ -202,7 +202,8 @@ pub fn train(settings: &TrainSettings, plan: Plan) -> anyhow::Result<PathBuf> {
     let (train_set, test_set) = (resolved.load(Split::Train)?, resolved.load(Split::Test)?);
     let mut experiment = plan
         .prepare(resolved.dataset, train_set, test_set, &selected.device)
-        .map_err(in_flag_terms)?;
+        .map_err(in_flag_terms)?
+        .with_cancel_token(super::interrupt::cancel_on_signal());
     describe(&experiment);
     let out = experiment.out().to_path_buf();
     let history = match experiment.fit(&mut TrainPrinter::new()) {

@@ -9,7 +9,7 @@ pub mod onnx;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pytorch_reader::{DType, PytorchReader};
+use pytorch_reader::{DType, PytorchError, PytorchReader};
 
 use crate::data::catalog::DigestKind;
 use crate::data::download::hex_digest;
@@ -29,8 +29,12 @@ pub enum InteropError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a PyTorch checkpoint: {reason}")]
-    Checkpoint { path: String, reason: String },
+    #[error("{path} is not a PyTorch checkpoint")]
+    Checkpoint {
+        path: String,
+        #[source]
+        source: PytorchError,
+    },
     #[error(
         "{path}: tensor '{name}' is {dtype}, but digits reads float32 weights (convert with \
          `model.float()` before saving)"
@@ -180,9 +184,9 @@ fn read_pytorch(path: &Path) -> Result<(Weights, Vec<String>), InteropError> {
         .map(open)
         .find(|r| r.as_ref().is_ok_and(|r| !r.is_empty()))
         .unwrap_or_else(|| open(None))
-        .map_err(|err| InteropError::Checkpoint {
+        .map_err(|source| InteropError::Checkpoint {
             path: display.clone(),
-            reason: err.to_string(),
+            source,
         })?;
     let mut weights = Weights::new();
     let mut ignored = Vec::new();

@@ -1,5 +1,7 @@
 //! What building and reading a Burn model needs besides the plan: deterministic parameter
-//! ids, reading parameters as values or as gradients, and input normalisation.
+//! ids, reading parameters as values, gradients or optimizer moments, and input normalisation.
+
+use std::collections::HashMap;
 
 use burn::module::{Param, ParamId};
 use burn::prelude::*;
@@ -22,12 +24,15 @@ impl ParamIds {
     }
 }
 
-/// Whether a walk over a model reads its parameters or their gradients: one walk, and so one
-/// naming, serves saving the weights and comparing gradients with PyTorch's.
+/// Whether a walk over a model reads its parameters, their gradients or what an optimizer keeps
+/// for each: one walk, and so one naming, serves saving the weights, comparing gradients with
+/// PyTorch's and saving an optimizer's moments.
 #[derive(Clone, Copy)]
 pub(crate) enum Reading<'a> {
     Values,
     Gradients(&'a Gradients),
+    /// A tensor per parameter id, in Burn's layout.
+    PerParameter(&'a HashMap<ParamId, TensorData>),
 }
 
 impl Reading<'_> {
@@ -35,6 +40,9 @@ impl Reading<'_> {
         match self {
             Reading::Values => Some(param.val()),
             Reading::Gradients(grads) => param.val().grad(grads),
+            Reading::PerParameter(tensors) => tensors
+                .get(&param.id)
+                .map(|data| Tensor::from_data(data.clone(), &param.lazy_device())),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The Burn module of a plan: one network type for every architecture, built, run and read
 //! back by walking its [`Plan`].
 
-use burn::module::RunningState;
+use std::collections::HashMap;
+
+use burn::module::{ParamId, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::{AvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{DropoutConfig, Linear, PaddingConfig2d};
@@ -68,11 +70,13 @@ impl Model {
                     bias,
                     ..
                 } => {
-                    let weight = ids.param(take(&mut weights, &specs[0], device)?);
+                    // The bias takes its id first, as it did before the plan: optimizer records
+                    // that Burn saved then are keyed by these ids.
                     let bias = match bias {
                         true => Some(ids.param(take(&mut weights, &specs[1], device)?)),
                         false => None,
                     };
+                    let weight = ids.param(take(&mut weights, &specs[0], device)?);
                     let (k, p) = (*kernel, *padding);
                     Trainable::Conv(Conv2d {
                         weight,
@@ -160,6 +164,12 @@ impl Model {
         self.read(Reading::Gradients(grads))
     }
 
+    /// Tensors kept per parameter (an optimizer's moments, by parameter id in Burn's layout)
+    /// under the parameters' names, in PyTorch's layout; ids of no parameter are left out.
+    pub(crate) fn per_parameter(&self, tensors: &HashMap<ParamId, TensorData>) -> Weights {
+        self.read(Reading::PerParameter(tensors))
+    }
+
     fn read(&self, reading: Reading) -> Weights {
         let mut out = Weights::new();
         let specs = self
@@ -194,7 +204,7 @@ impl Trainable {
             Trainable::Norm(norm) => {
                 let running = |state: &RunningState<Tensor<1>>| match reading {
                     Reading::Values => Some(host(state.value())),
-                    Reading::Gradients(_) => None,
+                    Reading::Gradients(_) | Reading::PerParameter(_) => None,
                 };
                 vec![
                     reading.read(&norm.gamma).map(host),

@@ -116,7 +116,7 @@ pub struct ParamSpec {
 }
 
 impl Layer {
-    /// The layer's tensors in state-dict order (which is also the order of parameter ids).
+    /// The layer's tensors in state-dict order.
     pub fn params(&self) -> Vec<ParamSpec> {
         let spec = |name: &str, suffix: &str, shape: Vec<usize>, role| ParamSpec {
             name: format!("{name}.{suffix}"),

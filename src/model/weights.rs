@@ -28,8 +28,14 @@ pub enum WeightsError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path} is not a safetensors file: {reason}")]
-    Format { path: String, reason: String },
+    #[error("{path} is not a safetensors file")]
+    Format {
+        path: String,
+        #[source]
+        source: safetensors::SafeTensorError,
+    },
+    #[error("{path}: '{name}' is not an int64 scalar")]
+    NotACounter { path: String, name: String },
     #[error("{path}: tensor '{name}' is {dtype}, but digits reads float32 weights")]
     Dtype {
         path: String,
@@ -50,8 +56,8 @@ pub enum WeightsError {
     NotFinite { name: String },
     #[error("the architecture is invalid")]
     Architecture(#[from] super::plan::PlanError),
-    #[error("cannot encode weights: {0}")]
-    Encode(String),
+    #[error("cannot encode weights")]
+    Encode(#[source] safetensors::SafeTensorError),
 }
 
 /// Reads the float32 tensors of a safetensors file whose names start with `prefix` (the
@@ -81,10 +87,7 @@ pub fn select_from_safetensors_bytes(
     origin: &str,
     select: impl Fn(&str) -> Option<&str>,
 ) -> Result<Weights, WeightsError> {
-    let file = SafeTensors::deserialize(bytes).map_err(|err| WeightsError::Format {
-        path: origin.to_string(),
-        reason: err.to_string(),
-    })?;
+    let file = deserialize(bytes, origin)?;
     let mut weights = Weights::new();
     for (name, view) in file.tensors() {
         let Some(short) = select(&name) else {
@@ -124,7 +127,7 @@ pub fn to_safetensors_bytes_with_counters(
     weights: &Weights,
     counters: &[(String, i64)],
 ) -> Result<Vec<u8>, WeightsError> {
-    let encode_error = |err: safetensors::SafeTensorError| WeightsError::Encode(err.to_string());
+    let encode_error = WeightsError::Encode;
     let floats: Vec<Vec<u8>> = weights
         .values()
         .map(|t| t.values.iter().flat_map(|v| v.to_le_bytes()).collect())
@@ -144,19 +147,23 @@ pub fn to_safetensors_bytes_with_counters(
 
 /// Reads the int64 scalar `name` of a safetensors file, if it has one.
 pub fn read_counter(bytes: &[u8], name: &str, origin: &str) -> Result<Option<i64>, WeightsError> {
-    let file = SafeTensors::deserialize(bytes).map_err(|err| WeightsError::Format {
-        path: origin.to_string(),
-        reason: err.to_string(),
-    })?;
+    let file = deserialize(bytes, origin)?;
     let Ok(view) = file.tensor(name) else {
         return Ok(None);
     };
     <[u8; 8]>::try_from(view.data())
         .map(|b| Some(i64::from_le_bytes(b)))
-        .map_err(|_| WeightsError::Format {
+        .map_err(|_| WeightsError::NotACounter {
             path: origin.to_string(),
-            reason: format!("'{name}' is not an int64 scalar"),
+            name: name.to_string(),
         })
+}
+
+fn deserialize<'a>(bytes: &'a [u8], origin: &str) -> Result<SafeTensors<'a>, WeightsError> {
+    SafeTensors::deserialize(bytes).map_err(|source| WeightsError::Format {
+        path: origin.to_string(),
+        source,
+    })
 }
 
 /// Takes the tensor `name` out of `weights`, checking its shape and values.

@@ -126,7 +126,7 @@ impl From<PrepareError> for ApiError {
             PrepareError::NoInk => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
-        ApiError::new(status, err.to_string())
+        ApiError::new(status, err.describe())
     }
 }
 

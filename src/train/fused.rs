@@ -4,23 +4,21 @@
 //! At the tutorial's batch of 32 the arithmetic is small (a step is about 30 MFLOP) and a
 //! framework's per-operation cost dominates: Burn's path spent about 70% of a step outside
 //! matrix products (PERFORMANCE.md). `Trainer` takes this path whenever it computes exactly
-//! what Burn's would (an MLP without dropout, Adam without weight decay or plain SGD, no label
-//! smoothing, on the CPU), and the same reference tests hold it to PyTorch's numbers.
+//! what Burn's would (`super::engine::fused_path` decides), and the same reference tests hold
+//! it to PyTorch's numbers.
 
 use crate::data::{Batch, IMAGE_PIXELS, NUM_CLASSES};
 use crate::model::{
-    Activation, Layer, ModelConfig, NamedTensor, Normalization, Plan, Weights, WeightsError,
-    weights,
+    Activation, Layer, NamedTensor, Normalization, Plan, Weights, WeightsError, weights,
 };
 
-use super::{Optimizer, TrainConfig};
+use super::engine::{FusedOptimizer, WhyBurn};
+use super::state::{EXP_AVG, EXP_AVG_SQ, OptimizerState};
 
 /// PyTorch's Adam defaults (digits uses PyTorch's epsilon on both paths).
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
-/// The name of the step count in a saved state.
-const STEP: &str = "step";
 
 /// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
 fn gemm(
@@ -52,14 +50,6 @@ fn gemm(
             1,
         );
     }
-}
-
-/// The optimizers this path implements: PyTorch's Adam and plain SGD, neither with weight
-/// decay. Other settings cannot be represented, so cannot be mistaken for these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FusedOptimizer {
-    Adam,
-    Sgd,
 }
 
 /// One layer: weight `[outputs, inputs]` then bias, in one buffer so one loop updates both.
@@ -95,7 +85,7 @@ pub(crate) struct FusedMlp {
 }
 
 /// The layers of a plan that the fused path computes: flatten, then fully connected layers
-/// with one ReLU or sigmoid between each, and no dropout.
+/// with one ReLU, sigmoid or tanh between each, and no dropout.
 pub(crate) struct DenseStack {
     /// `(name, inputs, outputs)` of each layer.
     layers: Vec<(String, usize, usize)>,
@@ -113,9 +103,10 @@ enum DenseActivation {
 }
 
 impl DenseStack {
-    fn of(plan: &Plan) -> Option<Self> {
+    /// The plan's dense stack, or why the fused path cannot compute the plan.
+    pub(crate) fn of(plan: &Plan) -> Result<Self, WhyBurn> {
         let [Layer::Flatten, rest @ ..] = plan.layers() else {
-            return None;
+            return Err(WhyBurn::NotAnMlp);
         };
         let mut layers = Vec::new();
         let mut activation = None;
@@ -134,17 +125,18 @@ impl DenseStack {
                         Activation::Relu => DenseActivation::Relu,
                         Activation::Sigmoid => DenseActivation::Sigmoid,
                         Activation::Tanh => DenseActivation::Tanh,
-                        Activation::Gelu => return None,
+                        Activation::Gelu => return Err(WhyBurn::Activation),
                     };
                     if activation.is_some_and(|a| a != f) {
-                        return None;
+                        return Err(WhyBurn::Activation);
                     }
                     activation = Some(f);
                 }
-                _ => return None,
+                (_, Layer::Dropout(_)) => return Err(WhyBurn::Dropout),
+                _ => return Err(WhyBurn::NotAnMlp),
             }
         }
-        Some(Self {
+        Ok(Self {
             layers,
             activation: activation.unwrap_or(DenseActivation::Relu),
             normalization: plan.normalization(),
@@ -153,29 +145,6 @@ impl DenseStack {
 }
 
 impl FusedMlp {
-    /// The network's layers and the optimizer this path runs for this run, when it computes
-    /// what Burn's would; `None` when the run needs Burn's path.
-    pub fn applies(
-        model: &ModelConfig,
-        config: &TrainConfig,
-        device: &burn::tensor::Device,
-    ) -> Option<(DenseStack, FusedOptimizer)> {
-        let optimizer = match config.optimizer {
-            Optimizer::Adam { weight_decay } if weight_decay == 0.0 => FusedOptimizer::Adam,
-            Optimizer::Sgd {
-                momentum,
-                weight_decay,
-            } if momentum == 0.0 && weight_decay == 0.0 => FusedOptimizer::Sgd,
-            _ => return None,
-        };
-        let applies = config.engine == super::EngineChoice::Auto
-            && config.label_smoothing == 0.0
-            && config.not_digits == 0.0
-            && *device == burn::tensor::Device::flex();
-        let stack = DenseStack::of(&model.plan().ok()?)?;
-        applies.then_some((stack, optimizer))
-    }
-
     pub fn new(
         stack: DenseStack,
         mut weights: Weights,
@@ -364,14 +333,18 @@ impl FusedMlp {
 
     /// The weights, or the latest gradients, in PyTorch's layout and names.
     pub fn tensors(&self, gradients: bool) -> Weights {
+        self.per_layer(|layer| match gradients {
+            true => &layer.grads,
+            false => &layer.params,
+        })
+    }
+
+    /// What `values` gives for each layer (weight then bias, as in [`Dense`]), under the
+    /// layer's PyTorch names and in its layout.
+    fn per_layer(&self, values: impl Fn(&Dense) -> &[f32]) -> Weights {
         let mut out = Weights::new();
         for layer in &self.layers {
-            let values = if gradients {
-                &layer.grads
-            } else {
-                &layer.params
-            };
-            let (weight, bias) = values.split_at(layer.weight_len());
+            let (weight, bias) = values(layer).split_at(layer.weight_len());
             out.insert(
                 format!("{}.weight", layer.name),
                 NamedTensor {
@@ -390,70 +363,51 @@ impl FusedMlp {
         out
     }
 
-    /// The optimizer state as safetensors, named as PyTorch's Adam names it
-    /// (`hidden1.weight.exp_avg`, ...) plus `step`.
-    pub fn state(&self) -> Result<Vec<u8>, WeightsError> {
-        let mut state = Weights::new();
-        for layer in &self.layers {
-            for (suffix, values) in [
-                ("exp_avg", &layer.exp_avg),
-                ("exp_avg_sq", &layer.exp_avg_sq),
-            ] {
-                if values.is_empty() {
-                    continue;
-                }
-                let (weight, bias) = values.split_at(layer.weight_len());
-                let tensor = |shape: Vec<usize>, values: &[f32]| NamedTensor {
-                    shape,
-                    values: values.to_vec(),
-                };
-                state.insert(
-                    format!("{}.weight.{suffix}", layer.name),
-                    tensor(vec![layer.outputs, layer.inputs], weight),
-                );
-                state.insert(
-                    format!("{}.bias.{suffix}", layer.name),
-                    tensor(vec![layer.outputs], bias),
-                );
-            }
-        }
-        weights::to_safetensors_bytes_with_counters(
-            &state,
-            &[(STEP.to_string(), self.steps as i64)],
-        )
+    /// The update this path takes.
+    pub fn optimizer(&self) -> FusedOptimizer {
+        self.optimizer
     }
 
-    /// Restores a state written by [`FusedMlp::state`] for the same architecture. SGD keeps
-    /// no state, and Adam starts fresh from a state that has no moments (written by SGD).
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), WeightsError> {
-        let origin = "optimizer state";
-        let steps = weights::read_counter(bytes, STEP, origin)?.unwrap_or(0);
-        let mut moments = weights::select_from_safetensors_bytes(bytes, origin, |name| {
-            (name != STEP).then_some(name)
-        })?;
+    /// The optimizer's state: Adam's moments under PyTorch's names, and its step count.
+    pub fn state(&self) -> OptimizerState {
+        let mut state = OptimizerState {
+            tensors: Weights::new(),
+            step: self.steps,
+        };
+        if self.optimizer == FusedOptimizer::Adam {
+            state.insert_moments(EXP_AVG, self.per_layer(|layer| &layer.exp_avg));
+            state.insert_moments(EXP_AVG_SQ, self.per_layer(|layer| &layer.exp_avg_sq));
+        }
+        state
+    }
+
+    /// Restores a state for the same architecture. SGD keeps no state, and Adam starts fresh
+    /// from a state without Adam's moments (kept by another optimizer).
+    pub fn restore(&mut self, state: &OptimizerState) -> Result<(), WeightsError> {
+        let mut moments = state.of_kinds(&[EXP_AVG, EXP_AVG_SQ]);
         if self.optimizer != FusedOptimizer::Adam || moments.is_empty() {
             return Ok(());
         }
         for layer in &mut self.layers {
-            for (suffix, target) in [
-                ("exp_avg", &mut layer.exp_avg),
-                ("exp_avg_sq", &mut layer.exp_avg_sq),
+            let name = &layer.name;
+            let shapes = [
+                ("weight", vec![layer.outputs, layer.inputs]),
+                ("bias", vec![layer.outputs]),
+            ];
+            for (kind, target) in [
+                (EXP_AVG, &mut layer.exp_avg),
+                (EXP_AVG_SQ, &mut layer.exp_avg_sq),
             ] {
-                let mut values = weights::take(
-                    &mut moments,
-                    &format!("{}.weight.{suffix}", layer.name),
-                    &[layer.outputs, layer.inputs],
-                )?;
-                values.extend(weights::take(
-                    &mut moments,
-                    &format!("{}.bias.{suffix}", layer.name),
-                    &[layer.outputs],
-                )?);
-                *target = values;
+                target.clear();
+                for (parameter, shape) in &shapes {
+                    let values =
+                        weights::take(&mut moments, &format!("{name}.{parameter}.{kind}"), shape)?;
+                    target.extend(values);
+                }
             }
         }
         weights::ensure_consumed(&moments)?;
-        self.steps = steps.max(0) as u64;
+        self.steps = state.step;
         Ok(())
     }
 }

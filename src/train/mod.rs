@@ -1,5 +1,7 @@
 //! The training loop: the tutorial's `train()` and its ten-epoch loop, as library calls.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
@@ -7,21 +9,24 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
-use burn::tensor::Bytes;
 use burn::tensor::activation::log_softmax;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+mod engine;
 pub(crate) mod fused;
+mod state;
 
 use crate::augment::{self, AugmentConfig};
 use crate::choice::Choice;
 use crate::data::{Batch, Dataset, DatasetName, IMAGE_PIXELS, IMAGE_SIDE};
 use crate::eval::{self, Evaluation};
 use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
+pub use engine::{Engine, FusedOptimizer, WhyBurn};
 use fused::FusedMlp;
+pub use state::{OptimizerState, OptimizerStateError};
 
 /// Which optimizer, by name: what `--optimizer` chooses. The tutorial uses Adam and discusses
 /// SGD.
@@ -523,8 +528,8 @@ pub enum TrainError {
     },
     #[error("interrupted during epoch {epoch}, after {batches_done} batches")]
     Interrupted { epoch: usize, batches_done: usize },
-    #[error("the saved optimizer state cannot be read: {0}")]
-    OptimizerState(String),
+    #[error("the saved optimizer state cannot be used")]
+    OptimizerState(#[from] OptimizerStateError),
     #[error(transparent)]
     Weights(#[from] WeightsError),
     #[error(transparent)]
@@ -572,10 +577,26 @@ pub struct EpochMetrics {
 pub trait TrainObserver {
     fn batch(&mut self, _progress: &BatchProgress) {}
     fn epoch(&mut self, _metrics: &EpochMetrics, _evaluation: &Evaluation) {}
-    /// Asked after every batch: `true` stops training there (Ctrl-C, say); [`fit`] then saves
-    /// a checkpoint that resumes at the next batch.
-    fn should_stop(&mut self) -> bool {
-        false
+}
+
+/// Asks a training to stop at the end of its current batch ([`Trainer::with_cancel_token`]);
+/// [`fit`] then saves a checkpoint that resumes at the next batch. Clones share one flag, so
+/// the caller keeps one and cancels from anywhere: another thread, or a signal handler, since
+/// cancelling only stores to an atomic.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -598,15 +619,6 @@ pub trait Checkpoint {
     fn save_interrupted(&mut self, trainer: &Trainer) -> Result<(), TrainError>;
 }
 
-/// An optimizer state saved for resuming, in the format of the path that wrote it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum OptimizerState {
-    /// Burn's optimizer record (burnpack).
-    Burn(Vec<u8>),
-    /// The fused MLP path's moments, as safetensors under PyTorch's names.
-    Fused(Vec<u8>),
-}
-
 /// Where a saved run stopped, with the optimizer state to go on from: what a trainer needs,
 /// beside the weights and settings, to continue the run exactly.
 #[derive(Debug, Clone, PartialEq)]
@@ -618,21 +630,23 @@ pub struct ResumePoint {
     pub batches_done: usize,
 }
 
-/// What does the arithmetic: Burn's autodiff and optimizers, or the fused MLP path.
+/// What does the arithmetic, as [`Engine`] says: Burn's autodiff and optimizers, or the fused
+/// MLP path.
 // A trainer holds one engine for its whole life, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
-enum Engine {
+enum Arithmetic {
     Burn {
         model: Model,
         optimizer: ModuleOptimizer,
         loss: CrossEntropyLoss,
+        why: WhyBurn,
     },
     Fused(FusedMlp),
 }
 
 /// A model being trained, with its optimizer state.
 pub struct Trainer {
-    engine: Engine,
+    arithmetic: Arithmetic,
     model_config: ModelConfig,
     config: TrainConfig,
     /// Where the model lives (with autodiff on the Burn path).
@@ -646,11 +660,13 @@ pub struct Trainer {
     last_lr: f64,
     /// Batches of the next epoch already trained before a resume.
     resume_batches: usize,
+    /// Checked after every batch; nobody else holds the one a trainer starts with.
+    cancel: CancelToken,
 }
 
 impl Trainer {
     /// Starts from `weights` (fresh from `ModelConfig::initial_weights`, or a saved run's),
-    /// on the fused path when it applies (see [`Trainer::is_fused`]), once `config` is
+    /// on the fused path when it applies (see [`Trainer::engine`]), once `config` is
     /// [validated](TrainConfig::validate).
     pub fn new(
         model_config: ModelConfig,
@@ -659,12 +675,24 @@ impl Trainer {
         device: &Device,
     ) -> Result<Self, TrainError> {
         config.validate()?;
-        let engine = match FusedMlp::applies(&model_config, &config, device) {
-            Some((stack, optimizer)) => Engine::Fused(FusedMlp::new(stack, weights, optimizer)?),
-            None => Self::burn_engine(&model_config, weights, &config, device)?,
+        let arithmetic = match engine::fused_path(&model_config, &config, device) {
+            Ok((stack, optimizer)) => Arithmetic::Fused(FusedMlp::new(stack, weights, optimizer)?),
+            Err(why) => {
+                let device = device.clone().autodiff();
+                let smoothing =
+                    (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
+                Arithmetic::Burn {
+                    model: Model::from_weights(&model_config, weights, &device)?,
+                    optimizer: config.optimizer(),
+                    loss: CrossEntropyLossConfig::new()
+                        .with_smoothing(smoothing)
+                        .init(&device),
+                    why,
+                }
+            }
         };
         Ok(Self {
-            engine,
+            arithmetic,
             last_lr: config.lr,
             model_config,
             config,
@@ -673,68 +701,57 @@ impl Trainer {
             step_in_epoch: 0,
             steps_per_epoch: 0,
             resume_batches: 0,
+            cancel: CancelToken::new(),
         })
     }
 
-    fn burn_engine(
-        model_config: &ModelConfig,
-        weights: Weights,
-        config: &TrainConfig,
-        device: &Device,
-    ) -> Result<Engine, WeightsError> {
-        let device = device.clone().autodiff();
-        let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
-        Ok(Engine::Burn {
-            model: Model::from_weights(model_config, weights, &device)?,
-            optimizer: config.optimizer(),
-            loss: CrossEntropyLossConfig::new()
-                .with_smoothing(smoothing)
-                .init(&device),
-        })
+    /// The engine this trainer runs on, decided when it was made.
+    pub fn engine(&self) -> Engine {
+        match &self.arithmetic {
+            Arithmetic::Burn { why, .. } => Engine::Burn(*why),
+            Arithmetic::Fused(fused) => Engine::Fused(fused.optimizer()),
+        }
     }
 
-    /// Whether training takes the fused MLP path (an MLP without dropout, Adam without weight
-    /// decay or plain SGD, no label smoothing, on the CPU) rather than Burn's autodiff.
+    /// Whether training takes the fused MLP path rather than Burn's autodiff.
     pub fn is_fused(&self) -> bool {
-        matches!(self.engine, Engine::Fused(_))
+        matches!(self.engine(), Engine::Fused(_))
     }
 
     /// Continues a saved run exactly where it stopped: after `point.epochs_done` epochs and
     /// `point.batches_done` batches of the next (batch order and augmentation depend only on
     /// the seed, the epoch and the batch's index, so the result is the same as if training
-    /// had not stopped), with its saved optimizer state (Adam's moments) when there is one;
-    /// without it (imported weights) the optimizer starts fresh. A state saved by Burn's path
-    /// is resumed on Burn's path, so a run continues exactly whichever path wrote it; a state
-    /// for another optimizer is not used.
+    /// had not stopped), with its saved optimizer state (Adam's moments, say) when there is
+    /// one; without it (imported weights) the optimizer starts fresh. The state is the same
+    /// whichever engine kept it, so a run may continue on the other; moments kept by another
+    /// optimizer are not used.
     pub fn resume(mut self, point: ResumePoint) -> Result<Self, TrainError> {
-        let state_error =
-            |err: &dyn std::fmt::Debug| TrainError::OptimizerState(format!("{err:?}"));
-        match point.optimizer_state {
-            None => {}
-            Some(OptimizerState::Fused(bytes)) => match &mut self.engine {
-                Engine::Fused(fused) => fused.restore(&bytes).map_err(|e| state_error(&e))?,
-                // The run now trains with settings the fused path does not cover (say SGD with
-                // momentum): its optimizer starts fresh, as with any change of optimizer.
-                Engine::Burn { .. } => {}
-            },
-            Some(OptimizerState::Burn(bytes)) => {
-                if self.is_fused() {
-                    let weights = self.weights();
-                    self.engine =
-                        Self::burn_engine(&self.model_config, weights, &self.config, &self.device)?;
-                }
-                if let Engine::Burn { optimizer, .. } = &mut self.engine {
+        if let Some(state) = point.optimizer_state {
+            let weights = self.weights();
+            match &mut self.arithmetic {
+                Arithmetic::Fused(fused) => fused
+                    .restore(&state)
+                    .map_err(|err| TrainError::OptimizerState(err.into()))?,
+                Arithmetic::Burn { optimizer, .. } => {
+                    let record = state.to_burn_record(&self.model_config, &weights)?;
                     *optimizer = self
                         .config
                         .optimizer()
-                        .from_bytes(Bytes::from_bytes_vec(bytes))
-                        .map_err(|e| state_error(&e))?;
+                        .from_bytes(record)
+                        .map_err(OptimizerStateError::from)?;
                 }
             }
         }
         self.epochs_done = point.epochs_done;
         self.resume_batches = point.batches_done;
         Ok(self)
+    }
+
+    /// Stops training at the end of the batch during which `token` is cancelled (or at once,
+    /// if it already is).
+    pub fn with_cancel_token(mut self, token: CancelToken) -> Self {
+        self.cancel = token;
+        self
     }
 
     /// Batches done in the current epoch: nonzero only when training was stopped mid-epoch.
@@ -756,9 +773,9 @@ impl Trainer {
 
     /// The model as it is now, without autodiff, for evaluation and saving.
     pub fn model(&self) -> Model {
-        match &self.engine {
-            Engine::Burn { model, .. } => model.valid(),
-            Engine::Fused(fused) => {
+        match &self.arithmetic {
+            Arithmetic::Burn { model, .. } => model.valid(),
+            Arithmetic::Fused(fused) => {
                 Model::from_weights(&self.model_config, fused.tensors(false), &self.device)
                     .expect("the fused path keeps the architecture's tensors")
             }
@@ -769,31 +786,30 @@ impl Trainer {
     /// inference copy, because batch norm's running statistics on the training model lag one
     /// update behind (Burn merges each thread's latest update only when the model is copied).
     pub fn weights(&self) -> Weights {
-        match &self.engine {
-            Engine::Burn { .. } => self.model().weights(),
-            Engine::Fused(fused) => fused.tensors(false),
+        match &self.arithmetic {
+            Arithmetic::Burn { .. } => self.model().weights(),
+            Arithmetic::Fused(fused) => fused.tensors(false),
         }
     }
 
     /// The optimizer's state, for resuming later.
     pub fn optimizer_state(&self) -> Result<OptimizerState, TrainError> {
-        match &self.engine {
-            Engine::Burn { optimizer, .. } => optimizer
-                .into_bytes()
-                .map(|bytes| OptimizerState::Burn(bytes.to_vec()))
-                .map_err(|err| TrainError::OptimizerState(format!("{err:?}"))),
-            Engine::Fused(fused) => fused
-                .state()
-                .map(OptimizerState::Fused)
-                .map_err(TrainError::Weights),
+        match &self.arithmetic {
+            Arithmetic::Burn {
+                model, optimizer, ..
+            } => {
+                let record = optimizer.into_bytes().map_err(OptimizerStateError::from)?;
+                Ok(OptimizerState::from_burn_record(record, model)?)
+            }
+            Arithmetic::Fused(fused) => Ok(fused.state()),
         }
     }
 
     /// The loss and gradients of one batch, without updating anything (PyTorch's layout and
     /// names): what the reference tests compare tensor by tensor.
     pub fn gradients(&mut self, batch: &Batch) -> (f32, Weights) {
-        match &mut self.engine {
-            Engine::Burn { model, loss, .. } => {
+        match &mut self.arithmetic {
+            Arithmetic::Burn { model, loss, .. } => {
                 // On a copy whose running statistics are its own: a forward pass in training
                 // mode moves batch norm's, and the step that follows would move them again.
                 let model = model.valid().train();
@@ -802,7 +818,7 @@ impl Trainer {
                 let grads = loss.backward();
                 (value, model.gradients(&grads))
             }
-            Engine::Fused(fused) => {
+            Arithmetic::Fused(fused) => {
                 let value = fused.backward(batch);
                 (value, fused.tensors(true))
             }
@@ -844,13 +860,13 @@ impl Trainer {
             self.device.seed(seed);
             held
         });
-        crate::device::flush_subnormals_to_zero();
         self.last_lr = self.current_lr();
-        let value = match &mut self.engine {
-            Engine::Burn {
+        let value = match &mut self.arithmetic {
+            Arithmetic::Burn {
                 model,
                 optimizer,
                 loss,
+                ..
             } => {
                 let loss = Self::burn_loss(model, loss, batch, not_digits, &self.device);
                 let value = loss.clone().into_scalar::<f32>();
@@ -858,7 +874,7 @@ impl Trainer {
                 *model = optimizer.step(self.last_lr, model.clone(), grads);
                 value
             }
-            Engine::Fused(fused) => fused.step(batch, self.last_lr),
+            Arithmetic::Fused(fused) => fused.step(batch, self.last_lr),
         };
         self.step_in_epoch += 1;
         value
@@ -945,7 +961,7 @@ impl Trainer {
                 seen,
                 total: data.len(),
             });
-            if observer.should_stop() && index + 1 < count {
+            if self.cancel.is_cancelled() && index + 1 < count {
                 return Err(TrainError::Interrupted {
                     epoch,
                     batches_done: index + 1,
@@ -981,7 +997,7 @@ pub fn fit(
     let mut history = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     while trainer.epochs_done() < trainer.config().epochs {
-        if observer.should_stop() {
+        if trainer.cancel.is_cancelled() {
             // The last epoch's checkpoint is already saved.
             return Err(TrainError::Interrupted {
                 epoch: trainer.epochs_done() + 1,
