@@ -4,6 +4,7 @@
 //! state dict moves in and out without a conversion table; the only differences are
 //! PyTorch's bookkeeping tensors, which this module adds and drops.
 
+pub mod infer;
 pub mod onnx;
 
 use std::path::Path;
