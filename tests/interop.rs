@@ -481,7 +481,7 @@ fn files_that_fit_several_networks_or_none_say_what_to_do() {
         "{out}"
     );
     assert!(
-        out.contains("also fits, padded unevenly (--layers chooses): conv3k5p2,relu,pool,conv5k5"),
+        out.contains("also fits (--layers chooses): conv3k5p2,relu,pool,conv5k5"),
         "{out}"
     );
     assert!(

@@ -123,7 +123,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             inferred.text
         );
         for other in &inferred.alternatives {
-            println!("  also fits, padded unevenly (--layers chooses): {other}");
+            println!("  also fits (--layers chooses): {other}");
         }
         if args.activation.is_none() {
             println!(

@@ -6,9 +6,10 @@
 //! norm, a 2-D `[out, in]` weight with its bias is a fully connected layer. What the shapes
 //! leave open (each convolution's padding, and whether a 2x2 pooling follows it) is solved
 //! from the first fully connected layer's input size, `channels * side * side`, trying the
-//! usual choices; when several fit, the one whose convolutions are all padded alike (all
-//! unpadded, or all padded by half the kernel) is taken if it is the only such one, and the
-//! others are listed. What they cannot say at all (the activation, max or average pooling) is
+//! usual choices. When several fit, the way people write networks decides if it leaves one:
+//! convolutions all padded alike (all unpadded, or all padded by half the kernel), and, where
+//! the names group convolutions into blocks (`conv_block_1.0`, `features.3`), pooling only at
+//! the end of a block; the others are listed. What they cannot say at all (the activation, max or average pooling) is
 //! assumed, and said.
 //!
 //! Names give only the order: real files name layers `fc1..fc3`, `0/2/4`, `layer1.0`,
@@ -256,25 +257,30 @@ pub struct Candidate {
     pub text: String,
     /// Whether its convolutions are all padded alike.
     pub uniform_padding: bool,
+    /// Whether it pools only after the last convolution of a block of the file's names (true
+    /// when the names make no blocks).
+    pub pools_end_blocks: bool,
 }
 
 /// The network to import, and the others that also fit: the only candidate, or else the only
-/// one whose convolutions are padded alike (the way people write networks).
-pub fn choose(mut candidates: Vec<Candidate>) -> Result<(String, Vec<String>), InferError> {
-    let uniform: Vec<usize> = (0..candidates.len())
-        .filter(|&i| candidates[i].uniform_padding)
-        .collect();
-    let chosen = match (candidates.len(), uniform.as_slice()) {
-        (1, _) => 0,
-        (_, &[only]) => only,
-        _ => {
-            return Err(InferError::Ambiguous(
-                candidates.into_iter().map(|c| c.text).collect(),
-            ));
+/// one left by preferring, in turn, convolutions padded alike and pooling at block ends (each
+/// preference applied when some candidate has it).
+pub fn choose(candidates: Vec<Candidate>) -> Result<(String, Vec<String>), InferError> {
+    let preferences: [fn(&Candidate) -> bool; 2] = [|c| c.uniform_padding, |c| c.pools_end_blocks];
+    let mut left: Vec<usize> = (0..candidates.len()).collect();
+    for preferred in preferences {
+        if left.len() > 1 && left.iter().any(|&i| preferred(&candidates[i])) {
+            left.retain(|&i| preferred(&candidates[i]));
         }
+    }
+    let [chosen] = left[..] else {
+        return Err(InferError::Ambiguous(
+            candidates.into_iter().map(|c| c.text).collect(),
+        ));
     };
-    let chosen = candidates.remove(chosen).text;
-    Ok((chosen, candidates.into_iter().map(|c| c.text).collect()))
+    let mut texts: Vec<String> = candidates.into_iter().map(|c| c.text).collect();
+    let chosen = texts.remove(chosen);
+    Ok((chosen, texts))
 }
 
 /// Every network in digits' vocabulary that fits `modules` (from [`file_modules`]), with
@@ -348,14 +354,27 @@ pub fn candidates(
     }
     let dense = dense.join(",");
     let mut found = Vec::new();
+    // Whether each convolution ends a block: the next one has another parent module.
+    let parents: Vec<&str> = convs
+        .iter()
+        .map(|conv| {
+            conv.name()
+                .rsplit_once('.')
+                .map_or("", |(parent, _)| parent)
+        })
+        .collect();
+    let ends_block: Vec<bool> = (0..parents.len())
+        .map(|i| parents.get(i + 1) != Some(&parents[i]))
+        .collect();
+    let blocks = parents.windows(2).any(|pair| pair[0] != pair[1]);
     let mut conv_text = Vec::new();
-    let mut paddings = Vec::new();
+    let mut choices = Vec::new();
     choose_convs(
         modules,
         (IMAGE_SIDE, channels, first_inputs),
         activation,
-        (&mut conv_text, &mut paddings),
-        &mut |convs: &[String], paddings: &[bool]| {
+        (&mut conv_text, &mut choices),
+        &mut |convs: &[String], choices: &[(bool, bool)]| {
             let text = convs
                 .iter()
                 .map(String::as_str)
@@ -366,7 +385,12 @@ pub fn candidates(
             if LayersConfig::parse(&text).is_ok_and(|c| c.plan().is_ok()) {
                 found.push(Candidate {
                     text,
-                    uniform_padding: paddings.windows(2).all(|pair| pair[0] == pair[1]),
+                    uniform_padding: choices.windows(2).all(|pair| pair[0].0 == pair[1].0),
+                    pools_end_blocks: !blocks
+                        || choices
+                            .iter()
+                            .zip(&ends_block)
+                            .all(|(&(_, pooled), &ends)| !pooled || ends),
                 });
             }
         },
@@ -382,20 +406,20 @@ pub fn candidates(
 
 /// Walks every choice of padding and pooling for the convolutions and batch norms at the
 /// front of `modules`, from maps of `side` and `channels`, calling `found` with the layer
-/// items (and whether each convolution is padded) of each choice that leaves
+/// items (and, per convolution, whether it is padded and pooled) of each choice that leaves
 /// `channels * side * side == features`.
 fn choose_convs(
     modules: &[FileModule],
     (side, channels, features): (usize, usize, usize),
     activation: &str,
-    (items, padded): (&mut Vec<String>, &mut Vec<bool>),
-    found: &mut dyn FnMut(&[String], &[bool]),
+    (items, choices): (&mut Vec<String>, &mut Vec<(bool, bool)>),
+    found: &mut dyn FnMut(&[String], &[(bool, bool)]),
 ) {
     let (conv, rest) = match modules.split_first() {
         Some((conv @ FileModule::Conv { .. }, rest)) => (conv, rest),
         _ => {
             if channels * side * side == features {
-                found(items, padded);
+                found(items, choices);
             }
             return;
         }
@@ -443,15 +467,15 @@ fn choose_convs(
             if pooled {
                 items.push("pool".into());
             }
-            padded.push(padding > 0);
+            choices.push((padding > 0, pooled));
             choose_convs(
                 rest,
                 (after, *outputs, features),
                 activation,
-                (&mut *items, &mut *padded),
+                (&mut *items, &mut *choices),
                 found,
             );
-            padded.pop();
+            choices.pop();
             items.truncate(before);
         }
     }
@@ -683,6 +707,7 @@ mod tests {
         let mixed = |text: &str| Candidate {
             text: text.into(),
             uniform_padding: false,
+            pools_end_blocks: true,
         };
         assert_eq!(
             choose(both.iter().map(|t| mixed(t)).collect()),
@@ -705,6 +730,35 @@ mod tests {
             infer(&three_d),
             Err(InferError::Unrecognised { .. })
         ));
+    }
+
+    #[test]
+    fn pooling_goes_at_the_end_of_the_blocks_the_names_make() {
+        // TinyVGG: two blocks of two padded 3x3 convolutions, 28 -> 14 -> 7; pooling after
+        // any two of the four convolutions fits, and so does one pooling after the first of
+        // four unpadded ones (28 -> 26 -> 13 -> 11 -> 9 -> 7).
+        let tiny_vgg = [
+            ("conv_block_1.0.weight", &[10, 1, 3, 3][..]),
+            ("conv_block_1.0.bias", &[10]),
+            ("conv_block_1.2.weight", &[10, 10, 3, 3]),
+            ("conv_block_1.2.bias", &[10]),
+            ("conv_block_2.0.weight", &[10, 10, 3, 3]),
+            ("conv_block_2.0.bias", &[10]),
+            ("conv_block_2.2.weight", &[10, 10, 3, 3]),
+            ("conv_block_2.2.bias", &[10]),
+            ("classifier.1.weight", &[10, 490]),
+            ("classifier.1.bias", &[10]),
+        ];
+        let found = candidates(
+            &file_modules(&tensors(&tiny_vgg)).unwrap(),
+            Activation::Relu,
+        );
+        let (chosen, others) = choose(found.unwrap()).unwrap();
+        assert_eq!(
+            chosen,
+            "conv10k3p1,relu,conv10k3p1,relu,pool,conv10k3p1,relu,conv10k3p1,relu,pool,fc10"
+        );
+        assert_eq!(others.len(), 6);
     }
 
     #[test]
