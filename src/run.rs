@@ -72,6 +72,10 @@ pub struct Provenance {
     pub sha256: String,
     /// When it was imported, in UTC (RFC 3339).
     pub date: String,
+    /// The file's names of the weights that digits saves under other names (digits' name ->
+    /// the file's), for whoever needs to map them back.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub names: std::collections::BTreeMap<String, String>,
 }
 
 impl RunConfig {

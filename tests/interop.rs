@@ -219,28 +219,28 @@ fn every_architecture_survives_export_and_import_with_identical_predictions() {
 }
 
 #[test]
-fn files_that_do_not_fit_are_refused_naming_the_first_mismatch() {
+fn files_that_do_not_fit_are_refused_with_the_file_beside_the_network() {
     let dir = tempfile::tempdir().unwrap();
     let trained = fixture("tutorial_trained.safetensors");
     let trained = trained.to_str().unwrap();
     for (args, needle) in [
         (
             vec!["import", trained, "--hidden", "64,400"],
-            "tensor 'hidden1.weight' has shape [128, 784], but the architecture needs [64, 784]",
+            "hidden1.weight [128, 784]  ≠ hidden1.weight [64, 784]",
         ),
         (
             vec!["import", trained, "--hidden", "128"],
-            "tensor 'output.weight' has shape [10, 400], but the architecture needs [10, 128]",
+            "hidden2.weight [400, 128]  ≠ output.weight [10, 128]",
         ),
         (
             vec!["import", trained, "--arch", "cnn"],
-            "the weights have no tensor 'conv1.weight'",
+            "hidden1.weight [128, 784]  ≠ conv1.weight [32, 1, 3, 3]",
         ),
-        (vec!["import", "weights.npz"], "unknown file type"),
         (
-            vec!["import", "missing.pt"],
-            "missing.pt is not a PyTorch checkpoint",
+            vec!["import", "weights.npz"],
+            "weights.npz is not a PyTorch checkpoint",
         ),
+        (vec!["import", "missing.pt"], "cannot read missing.pt"),
         (
             vec!["import", "garbage.pt"],
             "garbage.pt is not a PyTorch checkpoint",
@@ -259,6 +259,7 @@ fn files_that_do_not_fit_are_refused_naming_the_first_mismatch() {
         ),
     ] {
         std::fs::write(dir.path().join("garbage.pt"), b"not a checkpoint").unwrap();
+        std::fs::write(dir.path().join("weights.npz"), b"PK\x03\x04 not a zip").unwrap();
         let mut double =
             safetensors::tensor::TensorView::new(safetensors::Dtype::F64, vec![128], &[0u8; 1024])
                 .map(|view| vec![("hidden1.bias".to_string(), view)])
@@ -355,4 +356,223 @@ fn exported_files_give_digits_logits_in_pytorch_and_onnxruntime() {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+fn import_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/import")
+        .join(name)
+}
+
+/// Log-softmax of `[rows, 10]` values: what a model's logits and a log-softmax head's outputs
+/// have in common.
+fn log_softmax_rows(values: &[f32]) -> Vec<f64> {
+    values
+        .chunks(10)
+        .flat_map(|row| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            row.iter().map(move |&v| v as f64 - max - sum.ln())
+        })
+        .collect()
+}
+
+#[test]
+fn peoples_checkpoints_import_with_the_outputs_pytorch_computed() {
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(import_fixture("expected.json")).unwrap())
+            .unwrap();
+    let pixels: Vec<f32> = expected["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32 / 255.0)
+        .collect();
+    let count = pixels.len() / 784;
+    let files = expected["files"].as_object().unwrap();
+    assert_eq!(files.len(), 9);
+    for (file, entry) in files {
+        let dir = tempfile::tempdir().unwrap();
+        let source = import_fixture(file);
+        let mut args = vec!["import", source.to_str().unwrap(), "--out", "run"];
+        let flags: Vec<&str> = entry["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        args.extend(&flags);
+        let output = common::digits(dir.path(), &args);
+        assert!(
+            output.status.success(),
+            "{file}: {}",
+            common::stderr(&output)
+        );
+        if flags.is_empty() {
+            assert!(
+                common::stdout(&output).contains("Inferred the network from the file's tensors"),
+                "{file}: {}",
+                common::stdout(&output)
+            );
+        }
+        let (_, model) = RunDir::open(&dir.path().join("run"))
+            .unwrap()
+            .load_model(&Device::flex())
+            .unwrap();
+        let images = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(pixels.clone(), [count, 1, 28, 28]),
+            &Device::flex(),
+        );
+        let ours: Vec<f32> = model.forward(images).into_data().try_to_vec().unwrap();
+        let theirs: Vec<f32> = entry["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let (ours, theirs) = (log_softmax_rows(&ours), log_softmax_rows(&theirs));
+        let difference: f64 = ours.iter().zip(&theirs).map(|(a, b)| (a - b).powi(2)).sum();
+        let size: f64 = theirs.iter().map(|b| b * b).sum();
+        let relative = (difference / size).sqrt();
+        eprintln!("{file}: relative error {relative:.2e}");
+        assert!(relative < 1e-5, "{file}: relative error {relative}");
+    }
+}
+
+#[test]
+fn files_that_fit_several_networks_or_none_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = import_fixture("convnet_checkpoint.pth.tar");
+    let checkpoint = checkpoint.to_str().unwrap();
+    let legacy_module = import_fixture("legacy_whole_module.pt");
+    let mlp = import_fixture("mlp_fc1_fc3.pt");
+    let mlp = mlp.to_str().unwrap();
+    std::fs::write(dir.path().join("model.bin"), b"\x08\x07\x12\x07pytorch").unwrap();
+    for (args, needles) in [
+        (
+            vec!["import", legacy_module.to_str().unwrap()],
+            vec!["torch.save(model.state_dict(), 'weights.pt')"],
+        ),
+        (
+            vec!["import", "model.bin"],
+            vec!["ONNX import comes with `digits import` of .onnx files"],
+        ),
+        (
+            vec!["import", mlp, "--rename", "fc1=z"],
+            vec!["'z' takes 784 inputs, but the layer before it gives 10"],
+        ),
+        (
+            vec!["import", mlp, "--rename", "conv1=c"],
+            vec!["has no tensor named conv1 or under conv1."],
+        ),
+        (
+            vec!["import", mlp, "--normalize", "0.1"],
+            vec!["'0.1' is not MEAN,STD"],
+        ),
+    ] {
+        let output = common::digits(dir.path(), &args);
+        for needle in needles {
+            common::assert_clean_failure(&output, needle);
+        }
+    }
+    // Three networks fit; the one whose convolutions are padded alike is taken, and the
+    // others are listed.
+    let chosen = common::digits(dir.path(), &["import", checkpoint, "--out", "chosen"]);
+    let out = common::stdout(&chosen);
+    assert!(
+        out.contains("tensors: conv3k5,relu,pool,conv5k5,relu,pool,conv12k4,relu,fc8,relu,fc10\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("also fits (--layers chooses): conv3k5p2,relu,pool,conv5k5"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "Ignored 30 tensor(s) that are not parameters: optimizer_state_dict.state.0.exp_avg"
+        ) && out.contains(" and 22 more"),
+        "{out}"
+    );
+    let renamed = common::digits(
+        dir.path(),
+        &["import", mlp, "--rename", "fc3=out", "--out", "renamed"],
+    );
+    assert!(renamed.status.success(), "{}", common::stderr(&renamed));
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("renamed/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["imported"]["names"]["output.weight"], "out.weight");
+    assert_eq!(config["imported"]["names"]["hidden1.bias"], "fc1.bias");
+}
+
+#[test]
+fn the_normalisation_survives_export_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let mlp = import_fixture("mlp_fc1_fc3.pt");
+    let imported = common::digits(
+        dir.path(),
+        &["import", mlp.to_str().unwrap(), "--out", "first"],
+    );
+    assert!(imported.status.success(), "{}", common::stderr(&imported));
+    assert!(
+        common::stdout(&imported).contains(
+            "a state dict cannot say how its inputs were normalised. If the model was trained \
+             on normalised images (often Normalize((0.1307,), (0.3081,))), import it with \
+             --normalize 0.1307,0.3081"
+        ),
+        "{}",
+        common::stdout(&imported)
+    );
+    let normalized = common::digits(
+        dir.path(),
+        &[
+            "import",
+            mlp.to_str().unwrap(),
+            "--normalize",
+            "0.1307,0.3081",
+            "--out",
+            "run",
+        ],
+    );
+    assert!(
+        normalized.status.success(),
+        "{}",
+        common::stderr(&normalized)
+    );
+    let exported = common::digits(
+        dir.path(),
+        &[
+            "export",
+            "run",
+            "--format",
+            "pytorch",
+            "--out",
+            "m.safetensors",
+        ],
+    );
+    assert!(exported.status.success(), "{}", common::stderr(&exported));
+    let back = common::digits(dir.path(), &["import", "m.safetensors", "--out", "back"]);
+    assert!(back.status.success(), "{}", common::stderr(&back));
+    assert!(
+        common::stdout(&back).contains(
+            "Inputs are normalised as the file's metadata says: (pixels - 0.1307) / 0.3081"
+        ),
+        "{}",
+        common::stdout(&back)
+    );
+    let config = |run: &str| -> RunConfig {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(run).join("config.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        config("back").model.normalization(),
+        Some(Normalization {
+            mean: 0.1307,
+            std: 0.3081
+        })
+    );
+    assert_eq!(config("back").model, config("run").model);
 }

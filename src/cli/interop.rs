@@ -7,31 +7,64 @@ use clap::{Args, ValueEnum};
 use digits::data::DatasetName;
 use digits::experiment;
 use digits::files::write_atomically;
-use digits::interop;
-use digits::model::{Activation, ModelKind};
+use digits::interop::{self, Network};
+use digits::model::{Activation, LayersConfig, ModelConfig, ModelKind, Normalization};
 use digits::run::{RunConfig, RunDir};
 
 use super::train::in_flag_terms;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// A PyTorch state dict: .safetensors, or .pt/.pth from torch.save.
+    /// A PyTorch state dict: safetensors, or any file torch.save wrote (.pt, .pth, .pth.tar,
+    /// legacy pickles, checkpoint dicts, whole modules); the format is read from the content.
     file: PathBuf,
-    /// The architecture the weights are for: mlp, mlp-large, lenet5, cnn or cnn-large.
-    #[arg(long, default_value = "mlp")]
-    arch: ModelKind,
-    /// MLP hidden layer widths [default: the architecture's, 128,400 for mlp].
+    /// The network as layers, e.g. conv6k5,relu,pool,conv16k5,relu,pool,fc120,relu,fc84,relu,fc10
+    /// [default: inferred from the tensors' shapes].
+    #[arg(long, conflicts_with_all = ["arch", "hidden", "activation"])]
+    layers: Option<String>,
+    /// One of digits' architectures: mlp, mlp-large, lenet5, cnn or cnn-large [default:
+    /// inferred from the tensors' shapes].
+    #[arg(long)]
+    arch: Option<ModelKind>,
+    /// MLP hidden layer widths (with --arch mlp or alone).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u32).range(1..=65536))]
     hidden: Option<Vec<u32>>,
-    /// relu or sigmoid [default: relu].
+    /// relu, sigmoid, tanh or gelu: a state dict cannot say [default: relu].
     #[arg(long)]
     activation: Option<Activation>,
+    /// OLD=NEW: rename a tensor, or every tensor under module OLD, before matching (tensors
+    /// are matched by position, in the natural order of their names within each layer kind).
+    #[arg(long, value_name = "OLD=NEW", value_parser = parse_rename)]
+    rename: Vec<(String, String)>,
+    /// MEAN,STD the weights were trained on: inputs become (pixels - MEAN) / STD, e.g.
+    /// 0.1307,0.3081 for transforms.Normalize((0.1307,), (0.3081,)).
+    #[arg(long, value_name = "MEAN,STD", value_parser = parse_normalize)]
+    normalize: Option<Normalization>,
     /// The dataset the weights were trained on, used by eval by default.
     #[arg(long, default_value = "mnist")]
     dataset: DatasetName,
     /// The run folder to create.
     #[arg(long, default_value = "runs/imported")]
     out: PathBuf,
+}
+
+fn parse_rename(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((old, new)) if !old.is_empty() && !new.is_empty() => Ok((old.into(), new.into())),
+        _ => Err(format!("'{text}' is not OLD=NEW")),
+    }
+}
+
+fn parse_normalize(text: &str) -> Result<Normalization, String> {
+    let numbers: Option<Vec<f32>> = text.split(',').map(|v| v.trim().parse().ok()).collect();
+    match numbers.as_deref() {
+        Some(&[mean, std]) if mean.is_finite() && std.is_finite() && std > 0.0 => {
+            Ok(Normalization { mean, std })
+        }
+        _ => Err(format!(
+            "'{text}' is not MEAN,STD (two numbers, STD above 0), e.g. 0.1307,0.3081"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,24 +94,72 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
-    let hidden: Option<Vec<usize>> = args
-        .hidden
-        .as_ref()
-        .map(|widths| widths.iter().map(|&w| w as usize).collect());
-    let model = experiment::architecture(args.arch, hidden.as_deref(), args.activation)
+    let network = if let Some(text) = &args.layers {
+        Network::Given(ModelConfig::Layers(LayersConfig::parse(text)?))
+    } else if args.arch.is_some() || args.hidden.is_some() {
+        let hidden: Option<Vec<usize>> = args
+            .hidden
+            .as_ref()
+            .map(|widths| widths.iter().map(|&w| w as usize).collect());
+        let model = experiment::architecture(
+            args.arch.unwrap_or_default(),
+            hidden.as_deref(),
+            args.activation,
+        )
         .map_err(in_flag_terms)?;
-    let imported = interop::import_state_dict(&args.file, &model)?;
-    if !imported.ignored.is_empty() {
+        Network::Given(model)
+    } else {
+        Network::Infer(args.activation.unwrap_or_default())
+    };
+    let imported = interop::import(&args.file, &network, &args.rename, args.normalize)?;
+    if let Some(inferred) = &imported.inferred {
         println!(
-            "Ignored {} tensor(s) that are not parameters: {}",
-            imported.ignored.len(),
-            imported.ignored.join(", ")
+            "Inferred the network from the file's tensors: {}",
+            inferred.text
         );
+        for other in &inferred.alternatives {
+            println!("  also fits (--layers chooses): {other}");
+        }
+        if args.activation.is_none() {
+            println!(
+                "  (a state dict holds no activation or pooling kind: relu and max pooling \
+                 assumed; --activation changes the one, --layers describes any network)"
+            );
+        }
+    }
+    if !imported.ignored.is_empty() {
+        const SHOWN: usize = 8;
+        let mut list = imported.ignored[..imported.ignored.len().min(SHOWN)].join(", ");
+        if imported.ignored.len() > SHOWN {
+            list.push_str(&format!(" and {} more", imported.ignored.len() - SHOWN));
+        }
+        println!(
+            "Ignored {} tensor(s) that are not parameters: {list}",
+            imported.ignored.len(),
+        );
+    }
+    if !imported.provenance.names.is_empty() {
+        println!(
+            "Matched the file's tensors to the network's by position; config.json keeps the \
+             file's names"
+        );
+    }
+    match imported.config.normalization() {
+        Some(n) if imported.normalization_from_file => println!(
+            "Inputs are normalised as the file's metadata says: (pixels - {}) / {}",
+            n.mean, n.std
+        ),
+        Some(n) => println!("Inputs are normalised: (pixels - {}) / {}", n.mean, n.std),
+        None => println!(
+            "Note: a state dict cannot say how its inputs were normalised. If the model was \
+             trained on normalised images (often Normalize((0.1307,), (0.3081,))), import it \
+             with --normalize 0.1307,0.3081, or it will score lower than it should."
+        ),
     }
     let run = RunDir::create(&args.out)?;
     let config = RunConfig {
         digits_version: env!("CARGO_PKG_VERSION").to_string(),
-        model,
+        model: imported.config,
         train: None,
         imported: Some(imported.provenance),
         dataset: args.dataset,

@@ -15,7 +15,7 @@
 //! | `fc120` | a fully connected layer of 120 units | `nn.Linear(in, 120)` |
 //!
 //! Layers are named as digits names its own: `conv1`, `bn1`, ... and `fc1`, ..., with the last
-//! fully connected layer `output`; an import renames them to the file's names.
+//! fully connected layer `output`; an import keeps these names and records the file's.
 
 use serde::{Deserialize, Serialize};
 

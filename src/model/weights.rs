@@ -127,6 +127,16 @@ pub fn to_safetensors_bytes_with_counters(
     weights: &Weights,
     counters: &[(String, i64)],
 ) -> Result<Vec<u8>, WeightsError> {
+    to_safetensors_bytes_with_metadata(weights, counters, None)
+}
+
+/// As [`to_safetensors_bytes_with_counters`], with string `metadata` in the header's
+/// `__metadata__` (what a file knows about itself beyond its tensors).
+pub fn to_safetensors_bytes_with_metadata(
+    weights: &Weights,
+    counters: &[(String, i64)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, WeightsError> {
     let encode_error = WeightsError::Encode;
     let floats: Vec<Vec<u8>> = weights
         .values()
@@ -142,7 +152,7 @@ pub fn to_safetensors_bytes_with_counters(
         let view = TensorView::new(Dtype::I64, vec![], raw).map_err(encode_error)?;
         views.push((name.clone(), view));
     }
-    safetensors::serialize(views, None).map_err(encode_error)
+    safetensors::serialize(views, metadata).map_err(encode_error)
 }
 
 /// Reads the int64 scalar `name` of a safetensors file, if it has one.
