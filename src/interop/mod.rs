@@ -5,6 +5,7 @@
 //! PyTorch's bookkeeping tensors, which this module adds and drops.
 
 pub mod onnx;
+pub mod onnx_import;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
