@@ -1,4 +1,5 @@
-//! `digits import` and `digits export`: PyTorch state dicts in, PyTorch and ONNX files out.
+//! `digits import` and `digits export`: PyTorch state dicts and ONNX graphs in, PyTorch and
+//! ONNX files out.
 
 use std::path::PathBuf;
 
@@ -6,13 +7,14 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use digits::data::DatasetName;
 use digits::files::write_atomically;
-use digits::interop;
-use digits::model::{Activation, ModelConfig, ModelKind};
-use digits::run::{RunConfig, RunDir};
+use digits::interop::{self, onnx_import};
+use digits::model::{Activation, ModelConfig, ModelKind, Weights};
+use digits::run::{Provenance, RunConfig, RunDir};
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// A PyTorch state dict: .safetensors, or .pt/.pth from torch.save.
+    /// A PyTorch state dict (.safetensors, or .pt/.pth from torch.save), or an ONNX model,
+    /// which describes its own network (--arch, --hidden and --activation do not apply).
     file: PathBuf,
     /// The architecture the weights are for: mlp, mlp-large, lenet5, cnn or cnn-large.
     #[arg(long, default_value = "mlp")]
@@ -58,6 +60,9 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    if onnx_import::is_onnx_file(&args.file) {
+        return import_onnx(&args);
+    }
     let mut model = args.arch.config();
     match &mut model {
         ModelConfig::Mlp(mlp) => {
@@ -84,17 +89,51 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             imported.ignored.join(", ")
         );
     }
+    save_import(&args, model, &imported.weights, imported.provenance)
+}
+
+/// An ONNX graph as a run: the network it describes, with its weights.
+fn import_onnx(args: &ImportArgs) -> anyhow::Result<()> {
+    if args.hidden.is_some() || args.activation.is_some() {
+        bail!("an ONNX file describes its own network: --hidden and --activation do not apply");
+    }
+    let imported = interop::import_onnx(&args.file)?;
+    let network = imported.network;
+    if let Some(n) = network.layers.normalization {
+        println!(
+            "The graph standardises its input as (pixels - {}) / {}: kept as the model's \
+             normalisation",
+            n.mean, n.std
+        );
+    }
+    if let Some(softmax) = network.final_softmax {
+        println!(
+            "Left out the graph's final {softmax}: digits takes the log-softmax of the logits \
+             itself, so the predicted digits, probabilities and loss are the same"
+        );
+    }
+    let model = ModelConfig::Layers(network.layers);
+    save_import(args, model, &network.weights, imported.provenance)
+}
+
+/// The imported run, which records where its weights came from rather than any training.
+fn save_import(
+    args: &ImportArgs,
+    model: ModelConfig,
+    weights: &Weights,
+    provenance: Provenance,
+) -> anyhow::Result<()> {
     let run = RunDir::create(&args.out)?;
     let config = RunConfig {
         digits_version: env!("CARGO_PKG_VERSION").to_string(),
         model,
         train: None,
-        imported: Some(imported.provenance),
+        imported: Some(provenance),
         dataset: args.dataset,
         epochs_done: 0,
         batches_done: 0,
     };
-    run.save(&config, &imported.weights, None, &[], false)?;
+    run.save(&config, weights, None, &[], false)?;
     println!(
         "Imported {} ({}) into {}",
         args.file.display(),

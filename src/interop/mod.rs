@@ -1,4 +1,4 @@
-//! Weights in and out: PyTorch state dicts (`.safetensors`, `.pt`/`.pth`) and ONNX.
+//! Weights in and out: PyTorch state dicts (`.safetensors`, `.pt`/`.pth`) and ONNX graphs.
 //!
 //! digits keeps every model under PyTorch's names and layouts (see [`crate::model`]), so a
 //! state dict moves in and out without a conversion table; the only differences are
@@ -51,6 +51,8 @@ pub enum InteropError {
     UnknownFormat { path: String },
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Onnx(#[from] onnx_import::OnnxImportError),
 }
 
 /// What an import found.
@@ -62,6 +64,30 @@ pub struct Imported {
     pub ignored: Vec<String>,
     /// The file, its digest and the time of the import, for the run's config.
     pub provenance: Provenance,
+}
+
+/// What an ONNX import found: the network the graph describes, with its weights.
+#[derive(Debug)]
+pub struct ImportedNetwork {
+    pub network: onnx_import::OnnxNetwork,
+    /// The file, its digest and the time of the import, for the run's config.
+    pub provenance: Provenance,
+}
+
+/// Reads an ONNX file as a network of digits' layers (see [`onnx_import`]).
+pub fn import_onnx(path: &Path) -> Result<ImportedNetwork, InteropError> {
+    let display = path.display().to_string();
+    let read_error = |source| InteropError::Read {
+        path: display.clone(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    let network = onnx_import::read(&bytes, &display)?;
+    let provenance = provenance(path).map_err(read_error)?;
+    Ok(ImportedNetwork {
+        network,
+        provenance,
+    })
 }
 
 /// Whether `name` names a parameter or buffer a model of digits could have.

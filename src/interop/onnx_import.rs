@@ -444,6 +444,14 @@ fn model(bytes: &[u8]) -> Result<(Option<i64>, Graph), String> {
     Ok((opset, graph.ok_or("it holds no graph")?))
 }
 
+/// Whether `path` is an ONNX file: named `.onnx`, or with content that [`is_onnx`]. A file
+/// that cannot be read is not, so that the import that follows says why.
+pub fn is_onnx_file(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+        || std::fs::read(path).is_ok_and(|bytes| is_onnx(&bytes))
+}
+
 /// Whether `bytes` look like an ONNX model: a protobuf message whose fields all read and that
 /// holds a graph. Safetensors, zip and pickle files fail on their first bytes.
 pub fn is_onnx(bytes: &[u8]) -> bool {
