@@ -507,11 +507,17 @@ fn onnx_graphs_digits_cannot_run_are_refused_naming_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
     let resize = onnx_fixture("unsupported_resize.onnx");
     let lenet = onnx_fixture("lenet_tanh_avgpool.onnx");
+    let strided = onnx_fixture("strided_conv.onnx");
     std::fs::write(dir.path().join("empty.onnx"), b"").unwrap();
     for (args, needle) in [
         (
             vec!["import", resize.to_str().unwrap()],
             "uses operators digits has no layer for: LeakyRelu, Resize;",
+        ),
+        (
+            vec!["import", strided.to_str().unwrap()],
+            "strided_conv.onnx: node '/conv/Conv' (Conv) has strides [2, 2]; digits' layers \
+             have strides 1",
         ),
         (
             vec!["import", lenet.to_str().unwrap(), "--hidden", "64"],

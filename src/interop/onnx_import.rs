@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use crate::model::plan::BATCH_NORM_EPSILON;
 use crate::model::{
     Activation, LayerConfig, LayersConfig, NamedTensor, Normalization, PlanError, Pooling, Weights,
+    WeightsError, weights,
 };
 
 /// The oldest opset read: the one PyTorch's exporter offers first, and the first where
@@ -85,14 +86,11 @@ pub enum OnnxImportError {
         #[source]
         source: PlanError,
     },
-    #[error(
-        "{origin}: tensor {name} has shape {found:?}, but the layers before it need {expected:?}"
-    )]
-    Shape {
+    #[error("{origin}: the weights do not fit the layers the graph describes")]
+    Weights {
         origin: String,
-        name: String,
-        found: Vec<usize>,
-        expected: Vec<usize>,
+        #[source]
+        source: WeightsError,
     },
 }
 
@@ -1130,20 +1128,27 @@ impl Walk<'_> {
             origin: self.origin.into(),
             source,
         })?;
+        // Checked as a model takes them: shapes, and values that are finite.
+        let mut checked = Weights::new();
         for spec in plan.params() {
-            let found = weights.get(&spec.name).map(|t| &t.shape);
-            if found != Some(&spec.shape) {
-                return Err(OnnxImportError::Shape {
-                    origin: self.origin.into(),
-                    name: spec.name.clone(),
-                    found: found.cloned().unwrap_or_default(),
-                    expected: spec.shape,
-                });
-            }
+            let values =
+                weights::take(&mut weights, &spec.name, &spec.shape).map_err(|source| {
+                    OnnxImportError::Weights {
+                        origin: self.origin.into(),
+                        source,
+                    }
+                })?;
+            checked.insert(
+                spec.name,
+                NamedTensor {
+                    shape: spec.shape,
+                    values,
+                },
+            );
         }
         Ok(OnnxNetwork {
             layers,
-            weights,
+            weights: checked,
             final_softmax: self.final_softmax,
         })
     }

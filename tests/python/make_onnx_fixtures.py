@@ -16,6 +16,8 @@ mlp_matmul_softmax_flat.onnx  opset 13: input [N, 784]; x @ W + b (MatMul + Add,
                               [in, out]), sigmoid, x @ W + b, Softmax.
 unsupported_resize.onnx       opset 13: a resampling to 7x7 (Resize) and a LeakyRelu, which
                               digits has no layer for: the import must refuse it naming both.
+strided_conv.onnx             opset 13: a Conv with stride 2, an operator digits reads with
+                              attributes it does not: refused naming the node and its strides.
 
 Beside each importable file, NAME.logits.safetensors holds `logits` [8, 10]: what onnxruntime
 computes from the file on the first 8 images of `batch0.x` in
@@ -115,6 +117,16 @@ class Resampling(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
+class StridedConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, stride=2)
+        self.fc = nn.Linear(2 * 13 * 13, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+
+
 def export(model, name, opset, example, dynamic_batch, **options):
     path = os.path.join(FIXTURES, name)
     axes = {"images": {0: "N"}, "logits": {0: "N"}} if dynamic_batch else None
@@ -158,6 +170,7 @@ def main():
     save_logits(cnn, False)
     save_logits(export(MatMulMlp(), "mlp_matmul_softmax_flat.onnx", 13, flat, True), True)
     export(Resampling(), "unsupported_resize.onnx", 13, square, True)
+    export(StridedConv(), "strided_conv.onnx", 13, square, True)
 
 
 if __name__ == "__main__":
