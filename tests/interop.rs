@@ -426,6 +426,15 @@ fn onnx_files_import_with_the_logits_onnxruntime_computes() {
             None,
         ),
         (
+            "hand_built_opset20",
+            "cnn conv4k3p bn gelu dropout0.3",
+            Some(Normalization {
+                mean: 0.5,
+                std: 0.25,
+            }),
+            None,
+        ),
+        (
             "mlp_matmul_softmax_flat",
             "mlp 784-12-10 sigmoid",
             None,

@@ -826,29 +826,26 @@ impl Walk<'_> {
     /// A Constant node's value: a tensor, or one of the typed forms of opset 12 and later.
     fn constant_value(&self, node: &Node) -> Result<Tensor, OnnxImportError> {
         let name = node.outputs.first().cloned().unwrap_or_default();
-        let from = |attribute: &Attribute| match attribute.name.as_str() {
-            "value" => attribute.t.clone(),
-            "value_float" => attribute.f.map(|f| Tensor {
+        let from = |attribute: &Attribute| {
+            let (dims, data) = match attribute.name.as_str() {
+                "value" => return attribute.t.clone(),
+                "value_float" => (vec![], Data::Float(vec![attribute.f?])),
+                "value_int" => (vec![], Data::Int(vec![attribute.i?])),
+                "value_floats" => (
+                    vec![attribute.floats.len() as i64],
+                    Data::Float(attribute.floats.clone()),
+                ),
+                "value_ints" => (
+                    vec![attribute.ints.len() as i64],
+                    Data::Int(attribute.ints.clone()),
+                ),
+                _ => return None,
+            };
+            Some(Tensor {
                 name: name.clone(),
-                dims: vec![],
-                data: Data::Float(vec![f]),
-            }),
-            "value_floats" => Some(Tensor {
-                name: name.clone(),
-                dims: vec![attribute.floats.len() as i64],
-                data: Data::Float(attribute.floats.clone()),
-            }),
-            "value_int" => attribute.i.map(|i| Tensor {
-                name: name.clone(),
-                dims: vec![],
-                data: Data::Int(vec![i]),
-            }),
-            "value_ints" => Some(Tensor {
-                name: name.clone(),
-                dims: vec![attribute.ints.len() as i64],
-                data: Data::Int(attribute.ints.clone()),
-            }),
-            _ => None,
+                dims,
+                data,
+            })
         };
         node.attributes.iter().find_map(from).ok_or_else(|| {
             self.refuse(
@@ -1018,12 +1015,10 @@ impl Walk<'_> {
             }
         };
         if ratio > 0.0 {
-            self.push(
-                LayerConfig::Dropout {
-                    p: f64::from(ratio),
-                },
-                Vec::new(),
-            );
+            // The decimal the file's float stands for (0.3, not 0.30000001192092896), as the
+            // config shows it: the shortest one that reads back as the same float.
+            let p = ratio.to_string().parse().unwrap_or(f64::from(ratio));
+            self.push(LayerConfig::Dropout { p }, Vec::new());
         }
         Ok(())
     }
@@ -1207,9 +1202,11 @@ mod tests {
             mean: 0.1307,
             std: 0.3081,
         });
-        let mut tanh_mlp = MlpConfig::default();
-        tanh_mlp.hidden = vec![24];
-        tanh_mlp.activation = Activation::Tanh;
+        let tanh_mlp = MlpConfig {
+            hidden: vec![24],
+            activation: Activation::Tanh,
+            ..MlpConfig::default()
+        };
         let mut sigmoid_lenet = CnnConfig::lenet5();
         sigmoid_lenet.activation = Activation::Sigmoid;
         sigmoid_lenet.conv[1].pool = Some(Pooling::Average);
@@ -1250,8 +1247,10 @@ mod tests {
 
     #[test]
     fn operators_without_a_layer_are_refused_by_name() {
-        let mut gelu = MlpConfig::default();
-        gelu.activation = Activation::Gelu;
+        let gelu = MlpConfig {
+            activation: Activation::Gelu,
+            ..MlpConfig::default()
+        };
         let plan = ModelConfig::Mlp(gelu).plan().unwrap();
         let error = read(&export(&plan, &plan.initial_weights(0)), "gelu.onnx").unwrap_err();
         assert!(

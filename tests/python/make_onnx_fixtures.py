@@ -16,6 +16,12 @@ mlp_matmul_softmax_flat.onnx  opset 13: input [N, 784]; x @ W + b (MatMul + Add,
                               [in, out]), sigmoid, x @ W + b, Softmax.
 unsupported_resize.onnx       opset 13: a resampling to 7x7 (Resize) and a LeakyRelu, which
                               digits has no layer for: the import must refuse it naming both.
+hand_built_opset20.onnx       opset 20, written node by node with onnx.helper, for what PyTorch's
+                              exporter does not write: Sub of a Constant value_float, Div by an
+                              initializer, Conv with auto_pad SAME_UPPER and no bias,
+                              BatchNormalization with epsilon 1e-3, Gelu, MaxPool, Identity,
+                              Reshape to an initializer shape [-1, 784], Dropout with a ratio
+                              input, Gemm with transB 0 (weight stored [in, out]).
 strided_conv.onnx             opset 13: a Conv with stride 2, an operator digits reads with
                               attributes it does not: refused naming the node and its strides.
 
@@ -31,6 +37,7 @@ affine parameters are drawn too, so that none is the identity.
 import os
 
 import numpy as np
+import onnx
 import onnxruntime
 import safetensors.numpy
 import torch
@@ -127,6 +134,55 @@ class StridedConv(nn.Module):
         return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
 
 
+def hand_built():
+    """The opset 20 graph described above, with weights drawn from torch's generator."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    def weight(name, *shape, low=-0.5, high=0.5):
+        values = torch.empty(shape).uniform_(low, high).numpy()
+        return numpy_helper.from_array(values.astype(np.float32), name)
+
+    initializers = [
+        numpy_helper.from_array(np.array(0.25, dtype=np.float32), "std"),
+        weight("conv.weight", 4, 1, 3, 3),
+        weight("bn.scale", 4, low=0.5, high=1.5),
+        weight("bn.shift", 4),
+        weight("bn.mean", 4, low=-0.2, high=0.2),
+        weight("bn.var", 4, low=0.5, high=2.0),
+        numpy_helper.from_array(np.array([-1, 784], dtype=np.int64), "flat_shape"),
+        numpy_helper.from_array(np.array(0.3, dtype=np.float32), "ratio"),
+        weight("fc.weight", 784, 10, low=-0.05, high=0.05),
+        weight("fc.bias", 10),
+    ]
+    nodes = [
+        helper.make_node("Constant", [], ["mean"], value_float=0.5),
+        helper.make_node("Sub", ["images", "mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "std"], ["scaled"]),
+        helper.make_node("Conv", ["scaled", "conv.weight"], ["conv"], kernel_shape=[3, 3], auto_pad="SAME_UPPER"),
+        helper.make_node(
+            "BatchNormalization", ["conv", "bn.scale", "bn.shift", "bn.mean", "bn.var"], ["bn"], epsilon=1e-3
+        ),
+        helper.make_node("Gelu", ["bn"], ["gelu"]),
+        helper.make_node("MaxPool", ["gelu"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Identity", ["pool"], ["same"]),
+        helper.make_node("Reshape", ["same", "flat_shape"], ["flat"]),
+        helper.make_node("Dropout", ["flat", "ratio"], ["dropped"]),
+        helper.make_node("Gemm", ["dropped", "fc.weight", "fc.bias"], ["logits"], transB=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "hand_built",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)], ir_version=9)
+    onnx.checker.check_model(model)
+    path = os.path.join(FIXTURES, "hand_built_opset20.onnx")
+    onnx.save(model, path)
+    return path
+
+
 def export(model, name, opset, example, dynamic_batch, **options):
     path = os.path.join(FIXTURES, name)
     axes = {"images": {0: "N"}, "logits": {0: "N"}} if dynamic_batch else None
@@ -171,6 +227,7 @@ def main():
     save_logits(export(MatMulMlp(), "mlp_matmul_softmax_flat.onnx", 13, flat, True), True)
     export(Resampling(), "unsupported_resize.onnx", 13, square, True)
     export(StridedConv(), "strided_conv.onnx", 13, square, True)
+    save_logits(hand_built(), False)
 
 
 if __name__ == "__main__":
