@@ -488,6 +488,18 @@ fn digits_import_reads_onnx_by_content_into_a_run_that_exports_again() {
         .unwrap();
     assert!(config.train.is_none() && config.imported.is_some());
     assert!(error_against_onnxruntime(&model, None, "cnn_bn_normalize") < 1e-5);
+    let evaluated = common::digits(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "run",
+            "--dataset",
+            "mnist-lite",
+            "--offline",
+        ],
+    );
+    assert!(evaluated.status.success(), "{}", common::stderr(&evaluated));
 
     let exported = common::digits(
         dir.path(),

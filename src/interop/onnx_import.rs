@@ -1265,6 +1265,27 @@ mod tests {
     }
 
     #[test]
+    fn damaged_files_are_refused_without_a_panic() {
+        let mut config = CnnConfig::lenet5();
+        config.conv[0].channels = 1;
+        config.conv[1].channels = 1;
+        config.hidden = vec![2];
+        let plan = ModelConfig::Cnn(config).plan().unwrap();
+        let bytes = export(&plan, &plan.initial_weights(0));
+        for cut in 0..bytes.len() {
+            assert!(read(&bytes[..cut], "cut.onnx").is_err(), "cut at {cut}");
+        }
+        for at in 0..bytes.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= flip;
+                // Any result will do, as long as there is one.
+                let _ = read(&damaged, "damaged.onnx");
+            }
+        }
+    }
+
+    #[test]
     fn repeated_fields_read_packed_and_unpacked() {
         // dims 2 and 3 unpacked (field 1, varints), then int64_data 300 and -1 packed (field 7).
         let mut bytes = vec![0x08, 2, 0x08, 3, 0x10, INT64 as u8, 0x3a];
