@@ -425,6 +425,7 @@ fn onnx_files_import_with_the_logits_onnxruntime_computes() {
             }),
             None,
         ),
+        ("mlp_size_view_opset9", "mlp 784-4-10 relu", None, None),
         (
             "hand_built_opset20",
             "cnn conv4k3p bn gelu dropout0.3",

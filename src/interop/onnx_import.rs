@@ -23,11 +23,17 @@ const MIN_OPSET: i64 = 9;
 const FLOAT: i64 = 1;
 const INT32: i64 = 6;
 const INT64: i64 = 7;
+/// A dimension of a Shape that digits does not work out: any Reshape to it is refused.
+const UNKNOWN_DIMENSION: i64 = i64::MIN;
 
 /// The operators a graph may hold; ops outside this list are named in the refusal.
-const SUPPORTED_OPS: [&str; 20] = [
+const SUPPORTED_OPS: [&str; 24] = [
     "Constant",
     "Identity",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Concat",
     "Sub",
     "Div",
     "Conv",
@@ -61,7 +67,8 @@ pub enum OnnxImportError {
     #[error(
         "{origin} uses operators digits has no layer for: {}; digits reads Conv, Gemm, MatMul + \
          Add, Relu, Sigmoid, Tanh, Gelu, MaxPool, AveragePool, BatchNormalization, Flatten, \
-         Reshape, Dropout, a final Softmax or LogSoftmax, and a Sub and Div of the input",
+         Reshape (its shape a constant, or the batch size by Shape, Gather, Unsqueeze and \
+         Concat), Dropout, a final Softmax or LogSoftmax, and a Sub and Div of the input",
         ops.join(", ")
     )]
     UnsupportedOps { origin: String, ops: Vec<String> },
@@ -700,6 +707,14 @@ impl Walk<'_> {
             return Ok(());
         }
         let takes_current = |i: usize| node.inputs.get(i) == Some(&self.current);
+        if matches!(
+            node.op.as_str(),
+            "Shape" | "Gather" | "Unsqueeze" | "Concat"
+        ) {
+            let tensor = self.shape_arithmetic(node, takes_current(0))?;
+            self.constants.insert(output, tensor);
+            return Ok(());
+        }
         if node.op == "Identity" && !takes_current(0) {
             let aliased = node
                 .inputs
@@ -821,6 +836,71 @@ impl Walk<'_> {
         }
         self.current = output;
         Ok(())
+    }
+
+    /// The nodes that compute a Reshape's target from the batch size, as
+    /// `x.view(x.size(0), -1)` exports: Shape of the layers' output, whose first dimension
+    /// becomes 0 ("keep this dimension" to Reshape) and the others unknown; Gather, Unsqueeze
+    /// and Concat of such integer constants. A shape with an unknown dimension left in it
+    /// is refused by the Reshape.
+    fn shape_arithmetic(&self, node: &Node, of_layers: bool) -> Result<Tensor, OnnxImportError> {
+        let name = node.outputs.first().cloned().unwrap_or_default();
+        let ints = |i: usize| match node.inputs.get(i).and_then(|n| self.constants.get(n)) {
+            Some(Tensor {
+                dims,
+                data: Data::Int(values),
+                ..
+            }) if dims.len() <= 1 => Some(values.clone()),
+            _ => None,
+        };
+        let refuse = || {
+            self.refuse(
+                node,
+                "is not arithmetic on the batch size; digits reads Shape, Gather, Unsqueeze and \
+                 Concat only to compute a Reshape's target",
+            )
+        };
+        let (dims, values) = match node.op.as_str() {
+            "Shape" if of_layers && node.attribute("start").is_none() => {
+                let rank = if self.flat { 2 } else { 4 };
+                let mut values = vec![UNKNOWN_DIMENSION; rank];
+                values[0] = 0;
+                (vec![rank as i64], values)
+            }
+            "Gather" if node.int("axis", 0) == 0 => {
+                let (data, indices) = ints(0).zip(ints(1)).ok_or_else(refuse)?;
+                let scalar = self.constants[&node.inputs[1]].dims.is_empty();
+                let picked = indices
+                    .iter()
+                    .map(|&i| {
+                        data.get(usize::try_from(i.rem_euclid(data.len().max(1) as i64)).ok()?)
+                            .copied()
+                    })
+                    .collect::<Option<Vec<i64>>>()
+                    .ok_or_else(refuse)?;
+                let dims = if scalar {
+                    vec![]
+                } else {
+                    vec![picked.len() as i64]
+                };
+                (dims, picked)
+            }
+            "Unsqueeze" => {
+                let values = ints(0).ok_or_else(refuse)?;
+                (vec![values.len() as i64], values)
+            }
+            "Concat" => {
+                let parts: Option<Vec<Vec<i64>>> = (0..node.inputs.len()).map(ints).collect();
+                let values = parts.ok_or_else(refuse)?.concat();
+                (vec![values.len() as i64], values)
+            }
+            _ => return Err(refuse()),
+        };
+        Ok(Tensor {
+            name,
+            dims,
+            data: Data::Int(values),
+        })
     }
 
     /// A Constant node's value: a tensor, or one of the typed forms of opset 12 and later.

@@ -5,8 +5,11 @@ mlp_logsoftmax_batch1.onnx    opset 9: x.view(-1, 784) (a Reshape with a Constan
                               Linear(784, 16) (Gemm), ReLU, Linear(16, 10), LogSoftmax; the
                               input declared [1, 1, 28, 28] (a fixed batch of 1).
 lenet_tanh_avgpool.onnx       opset 13: LeNet-like, Conv(1, 4, 5, padding=2), tanh, AvgPool(2),
-                              Conv(4, 8, 5), tanh, AvgPool(2), Flatten, Linear(200, 16), tanh,
+                              Conv(4, 8, 5), tanh, AvgPool(2), x.view(x.size(0), -1) (Shape,
+                              Gather, Unsqueeze, Concat, Reshape), Linear(200, 16), tanh,
                               Linear(16, 10); the input [N, 1, 28, 28] with a symbolic batch.
+mlp_size_view_opset9.onnx     opset 9: x.view(x.size(0), -1) (Unsqueeze with an axes attribute),
+                              Linear(784, 4), ReLU, Linear(4, 10); symbolic batch.
 cnn_bn_normalize.onnx         opset 17: (x - 0.1307) / 0.3081 (Sub, Div), Conv(1, 4, 3,
                               padding=1), BatchNorm, ReLU, MaxPool(2), Conv(4, 8, 3, padding=1,
                               bias=False), BatchNorm, ReLU, MaxPool(2), Flatten, Dropout,
@@ -60,6 +63,16 @@ class Mlp(nn.Module):
         return torch.log_softmax(self.fc2(x), dim=1)
 
 
+class SizeViewMlp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 4)
+        self.fc2 = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.view(x.size(0), -1))))
+
+
 class LeNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -71,7 +84,7 @@ class LeNet(nn.Module):
     def forward(self, x):
         x = nn.functional.avg_pool2d(torch.tanh(self.conv1(x)), 2)
         x = nn.functional.avg_pool2d(torch.tanh(self.conv2(x)), 2)
-        x = torch.tanh(self.fc1(torch.flatten(x, 1)))
+        x = torch.tanh(self.fc1(x.view(x.size(0), -1)))
         return self.fc2(x)
 
 
@@ -228,6 +241,7 @@ def main():
     export(Resampling(), "unsupported_resize.onnx", 13, square, True)
     export(StridedConv(), "strided_conv.onnx", 13, square, True)
     save_logits(hand_built(), False)
+    save_logits(export(SizeViewMlp(), "mlp_size_view_opset9.onnx", 9, square, True), False)
 
 
 if __name__ == "__main__":
