@@ -6,8 +6,9 @@
 //! a few lines, where a protobuf crate would need code generation and several more crates to
 //! build. Field numbers are those of `onnx.proto`.
 //!
-//! The graph must be one chain of layers from a `[N, 1, 28, 28]` or `[N, 784]` image input to
-//! the output: anything else is refused, naming the operators or the node that does not fit.
+//! The graph must be one chain of layers from a `[N, 1, 28, 28]`, `[N, 28, 28]` or `[N, 784]`
+//! image input to the output: anything else is refused, naming the operators or the node that
+//! does not fit.
 
 use std::collections::HashMap;
 
@@ -547,11 +548,14 @@ pub fn read(bytes: &[u8], origin: &str) -> Result<OnnxNetwork, OnnxImportError> 
         )));
     };
     let (batch, flat) = match input.dims.as_deref() {
-        Some([batch, Some(1), Some(28), Some(28)]) => (*batch, false),
+        // Without a channel axis, only a Flatten or Reshape can come first, which gives the
+        // same 784 features as from [N, 1, 28, 28].
+        Some([batch, Some(1), Some(28), Some(28)] | [batch, Some(28), Some(28)]) => (*batch, false),
         Some([batch, Some(784)]) => (*batch, true),
         dims => {
             return Err(graph_error(format!(
-                "input '{}' has shape {}; digits reads images of shape [N, 1, 28, 28] or [N, 784]",
+                "input '{}' has shape {}; digits reads images of shape [N, 1, 28, 28], \
+                 [N, 28, 28] or [N, 784]",
                 input.name,
                 show_dims(dims)
             )));

@@ -8,8 +8,9 @@ lenet_tanh_avgpool.onnx       opset 13: LeNet-like, Conv(1, 4, 5, padding=2), ta
                               Conv(4, 8, 5), tanh, AvgPool(2), x.view(x.size(0), -1) (Shape,
                               Gather, Unsqueeze, Concat, Reshape), Linear(200, 16), tanh,
                               Linear(16, 10); the input [N, 1, 28, 28] with a symbolic batch.
-mlp_size_view_opset9.onnx     opset 9: x.view(x.size(0), -1) (Unsqueeze with an axes attribute),
-                              Linear(784, 4), ReLU, Linear(4, 10); symbolic batch.
+mlp_size_view_opset9.onnx     opset 9: input [N, 28, 28] (no channel axis), x.view(x.size(0), -1)
+                              (Unsqueeze with an axes attribute), Linear(784, 4), ReLU,
+                              Linear(4, 10); symbolic batch.
 cnn_bn_normalize.onnx         opset 17: (x - 0.1307) / 0.3081 (Sub, Div), Conv(1, 4, 3,
                               padding=1), BatchNorm, ReLU, MaxPool(2), Conv(4, 8, 3, padding=1,
                               bias=False), BatchNorm, ReLU, MaxPool(2), Flatten, Dropout,
@@ -213,9 +214,9 @@ def export(model, name, opset, example, dynamic_batch, **options):
     return path
 
 
-def save_logits(path, flat_input):
+def save_logits(path, image_shape=(1, 28, 28)):
     session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-    images = IMAGES.reshape(8, 784) if flat_input else IMAGES
+    images = IMAGES.reshape(8, *image_shape)
     declared_batch = session.get_inputs()[0].shape[0]
     if declared_batch == 1:
         logits = np.concatenate([session.run(None, {"images": image[None]})[0] for image in images])
@@ -233,15 +234,16 @@ def main():
     torch.manual_seed(17)
     square = torch.zeros(1, 1, 28, 28)
     flat = torch.zeros(1, 784)
-    save_logits(export(Mlp(), "mlp_logsoftmax_batch1.onnx", 9, square, False), False)
-    save_logits(export(LeNet(), "lenet_tanh_avgpool.onnx", 13, square, True), False)
+    save_logits(export(Mlp(), "mlp_logsoftmax_batch1.onnx", 9, square, False))
+    save_logits(export(LeNet(), "lenet_tanh_avgpool.onnx", 13, square, True))
     cnn = export(BatchNormCnn(), "cnn_bn_normalize.onnx", 17, square, True, do_constant_folding=False)
-    save_logits(cnn, False)
-    save_logits(export(MatMulMlp(), "mlp_matmul_softmax_flat.onnx", 13, flat, True), True)
+    save_logits(cnn)
+    save_logits(export(MatMulMlp(), "mlp_matmul_softmax_flat.onnx", 13, flat, True), (784,))
     export(Resampling(), "unsupported_resize.onnx", 13, square, True)
     export(StridedConv(), "strided_conv.onnx", 13, square, True)
-    save_logits(hand_built(), False)
-    save_logits(export(SizeViewMlp(), "mlp_size_view_opset9.onnx", 9, square, True), False)
+    save_logits(hand_built())
+    unchannelled = torch.zeros(1, 28, 28)
+    save_logits(export(SizeViewMlp(), "mlp_size_view_opset9.onnx", 9, unchannelled, True), (28, 28))
 
 
 if __name__ == "__main__":
