@@ -455,7 +455,7 @@ fn files_that_fit_several_networks_or_none_say_what_to_do() {
         ),
         (
             vec!["import", "model.bin"],
-            vec!["ONNX import comes with `digits import` of .onnx files"],
+            vec!["starts like an ONNX graph but does not read as one"],
         ),
         (
             vec!["import", mlp, "--rename", "fc1=z"],
@@ -575,4 +575,206 @@ fn the_normalisation_survives_export_and_import() {
         })
     );
     assert_eq!(config("back").model, config("run").model);
+}
+
+fn onnx_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/onnx")
+        .join(name)
+}
+
+/// The first 8 reference images, which the ONNX fixtures' logits were computed on.
+fn onnx_fixture_images() -> burn::tensor::Tensor<4> {
+    let bytes = std::fs::read(fixture("mlp_relu_adam.safetensors")).unwrap();
+    let images = weights::select_from_safetensors_bytes(&bytes, "reference", |name| {
+        (name == "batch0.x").then_some(name)
+    })
+    .unwrap();
+    let pixels = images["batch0.x"].values[..8 * 28 * 28].to_vec();
+    burn::tensor::Tensor::from_data(
+        burn::tensor::TensorData::new(pixels, [8, 1, 28, 28]),
+        &Device::flex(),
+    )
+}
+
+/// ‖ours − reference‖ / ‖reference‖ of `model`'s output, with the final (log-)softmax the
+/// import left out applied again, against onnxruntime's for the fixture `name`.
+fn error_against_onnxruntime(model: &Model, final_softmax: Option<&str>, name: &str) -> f64 {
+    use burn::tensor::activation;
+    let logits = model.forward(onnx_fixture_images());
+    let ours = match final_softmax {
+        Some("LogSoftmax") => activation::log_softmax(logits, 1),
+        Some("Softmax") => activation::softmax(logits, 1),
+        _ => logits,
+    };
+    let ours: Vec<f32> = ours.into_data().try_to_vec().unwrap();
+    let expected =
+        weights::read_safetensors(&onnx_fixture(&format!("{name}.logits.safetensors")), "")
+            .unwrap()
+            .remove("logits")
+            .unwrap();
+    assert_eq!(expected.shape, [8, 10]);
+    let (difference, norm) = ours
+        .iter()
+        .zip(&expected.values)
+        .fold((0.0, 0.0), |(d, n), (a, b)| {
+            (d + f64::from(a - b).powi(2), n + f64::from(*b).powi(2))
+        });
+    (difference / norm).sqrt()
+}
+
+#[test]
+fn onnx_files_import_with_the_logits_onnxruntime_computes() {
+    use digits::interop::onnx_import;
+    for (name, described, normalization, final_softmax) in [
+        (
+            "mlp_logsoftmax_batch1",
+            "mlp 784-16-10 relu",
+            None,
+            Some("LogSoftmax"),
+        ),
+        (
+            "lenet_tanh_avgpool",
+            "cnn conv4k5a-conv8k5a fc16 tanh",
+            None,
+            None,
+        ),
+        (
+            "cnn_bn_normalize",
+            "cnn conv4k3p-conv8k3p bn relu",
+            Some(Normalization {
+                mean: 0.1307,
+                std: 0.3081,
+            }),
+            None,
+        ),
+        ("mlp_size_view_opset9", "mlp 784-4-10 relu", None, None),
+        (
+            "hand_built_opset20",
+            "cnn conv4k3p bn gelu dropout0.3",
+            Some(Normalization {
+                mean: 0.5,
+                std: 0.25,
+            }),
+            None,
+        ),
+        (
+            "mlp_matmul_softmax_flat",
+            "mlp 784-12-10 sigmoid",
+            None,
+            Some("Softmax"),
+        ),
+    ] {
+        let file = format!("{name}.onnx");
+        let bytes = std::fs::read(onnx_fixture(&file)).unwrap();
+        let network = onnx_import::read(&bytes, &file).unwrap();
+        assert_eq!(network.final_softmax, final_softmax, "{name}");
+        assert_eq!(network.layers.normalization, normalization, "{name}");
+        let config = ModelConfig::Layers(network.layers);
+        assert_eq!(config.describe(), described);
+        let model = Model::from_weights(&config, network.weights, &Device::flex()).unwrap();
+        let error = error_against_onnxruntime(&model, final_softmax, name);
+        eprintln!("{name}: relative error {error:.2e} against onnxruntime");
+        assert!(error < 1e-5, "{name}: relative error {error}");
+    }
+}
+
+#[test]
+fn digits_import_reads_onnx_by_content_into_a_run_that_exports_again() {
+    let dir = tempfile::tempdir().unwrap();
+    // No .onnx extension: the content says what the file is.
+    std::fs::copy(
+        onnx_fixture("cnn_bn_normalize.onnx"),
+        dir.path().join("model.bin"),
+    )
+    .unwrap();
+    let imported = common::digits(
+        dir.path(),
+        &[
+            "import",
+            "model.bin",
+            "--out",
+            "run",
+            "--dataset",
+            "mnist-lite",
+        ],
+    );
+    assert!(imported.status.success(), "{}", common::stderr(&imported));
+    let stdout = String::from_utf8_lossy(&imported.stdout);
+    assert!(stdout.contains("(pixels - 0.1307) / 0.3081"), "{stdout}");
+    assert!(
+        stdout.contains("(cnn conv4k3p-conv8k3p bn relu) into run"),
+        "{stdout}"
+    );
+    let (config, model) = RunDir::open(&dir.path().join("run"))
+        .unwrap()
+        .load_model(&Device::flex())
+        .unwrap();
+    assert!(config.train.is_none() && config.imported.is_some());
+    assert!(error_against_onnxruntime(&model, None, "cnn_bn_normalize") < 1e-5);
+    let evaluated = common::digits(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "run",
+            "--dataset",
+            "mnist-lite",
+            "--offline",
+        ],
+    );
+    assert!(evaluated.status.success(), "{}", common::stderr(&evaluated));
+
+    let exported = common::digits(
+        dir.path(),
+        &["export", "run", "--format", "onnx", "--out", "again.onnx"],
+    );
+    assert!(exported.status.success(), "{}", common::stderr(&exported));
+    let again = std::fs::read(dir.path().join("again.onnx")).unwrap();
+    let network = digits::interop::onnx_import::read(&again, "again.onnx").unwrap();
+    assert_eq!(network.weights, model.weights());
+
+    let head = onnx_fixture("mlp_logsoftmax_batch1.onnx");
+    let imported = common::digits(
+        dir.path(),
+        &["import", head.to_str().unwrap(), "--out", "mlp"],
+    );
+    assert!(imported.status.success(), "{}", common::stderr(&imported));
+    let stdout = String::from_utf8_lossy(&imported.stdout);
+    assert!(
+        stdout.contains("Left out the graph's final LogSoftmax"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn onnx_graphs_digits_cannot_run_are_refused_naming_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let resize = onnx_fixture("unsupported_resize.onnx");
+    let lenet = onnx_fixture("lenet_tanh_avgpool.onnx");
+    let strided = onnx_fixture("strided_conv.onnx");
+    std::fs::write(dir.path().join("empty.onnx"), b"").unwrap();
+    for (args, needle) in [
+        (
+            vec!["import", resize.to_str().unwrap()],
+            "uses operators digits has no layer for: LeakyRelu, Resize;",
+        ),
+        (
+            vec!["import", strided.to_str().unwrap()],
+            "strided_conv.onnx: node '/conv/Conv' (Conv) has strides [2, 2]; digits' layers \
+             have strides 1",
+        ),
+        (
+            vec!["import", lenet.to_str().unwrap(), "--hidden", "64"],
+            "an ONNX file describes its own network",
+        ),
+        (
+            vec!["import", "empty.onnx"],
+            "empty.onnx is not an ONNX model: it holds no graph",
+        ),
+    ] {
+        let output = common::digits(dir.path(), &args);
+        common::assert_clean_failure(&output, needle);
+    }
+    assert!(!dir.path().join("runs").exists());
 }

@@ -1,4 +1,5 @@
-//! `digits import` and `digits export`: PyTorch state dicts in, PyTorch and ONNX files out.
+//! `digits import` and `digits export`: PyTorch state dicts and ONNX graphs in, PyTorch and
+//! ONNX files out.
 
 use std::path::PathBuf;
 
@@ -7,16 +8,17 @@ use clap::{Args, ValueEnum};
 use digits::data::DatasetName;
 use digits::experiment;
 use digits::files::write_atomically;
-use digits::interop::{self, Network};
-use digits::model::{Activation, LayersConfig, ModelConfig, ModelKind, Normalization};
-use digits::run::{RunConfig, RunDir};
+use digits::interop::{self, Network, onnx_import};
+use digits::model::{Activation, LayersConfig, ModelConfig, ModelKind, Normalization, Weights};
+use digits::run::{Provenance, RunConfig, RunDir};
 
 use super::train::in_flag_terms;
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// A PyTorch state dict: safetensors, or any file torch.save wrote (.pt, .pth, .pth.tar,
-    /// legacy pickles, checkpoint dicts, whole modules); the format is read from the content.
+    /// A PyTorch state dict (safetensors, or any file torch.save wrote: .pt, .pth, .pth.tar,
+    /// legacy pickles, checkpoint dicts, whole modules) or an ONNX model, which describes its
+    /// own network; the format is read from the content.
     file: PathBuf,
     /// The network as layers, e.g. conv6k5,relu,pool,conv16k5,relu,pool,fc120,relu,fc84,relu,fc10
     /// [default: inferred from the tensors' shapes].
@@ -94,6 +96,9 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    if onnx_import::is_onnx_file(&args.file) {
+        return import_onnx(&args);
+    }
     let network = if let Some(text) = &args.layers {
         Network::Given(ModelConfig::Layers(LayersConfig::parse(text)?))
     } else if args.arch.is_some() || args.hidden.is_some() {
@@ -156,17 +161,56 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
              with --normalize 0.1307,0.3081, or it will score lower than it should."
         ),
     }
+    save_import(
+        &args,
+        imported.config,
+        &imported.weights,
+        imported.provenance,
+    )
+}
+
+/// An ONNX graph as a run: the network it describes, with its weights.
+fn import_onnx(args: &ImportArgs) -> anyhow::Result<()> {
+    if args.hidden.is_some() || args.activation.is_some() {
+        bail!("an ONNX file describes its own network: --hidden and --activation do not apply");
+    }
+    let imported = interop::import_onnx(&args.file)?;
+    let network = imported.network;
+    if let Some(n) = network.layers.normalization {
+        println!(
+            "The graph standardises its input as (pixels - {}) / {}: kept as the model's \
+             normalisation",
+            n.mean, n.std
+        );
+    }
+    if let Some(softmax) = network.final_softmax {
+        println!(
+            "Left out the graph's final {softmax}: digits takes the log-softmax of the logits \
+             itself, so the predicted digits, probabilities and loss are the same"
+        );
+    }
+    let model = ModelConfig::Layers(network.layers);
+    save_import(args, model, &network.weights, imported.provenance)
+}
+
+/// The imported run, which records where its weights came from rather than any training.
+fn save_import(
+    args: &ImportArgs,
+    model: ModelConfig,
+    weights: &Weights,
+    provenance: Provenance,
+) -> anyhow::Result<()> {
     let run = RunDir::create(&args.out)?;
     let config = RunConfig {
         digits_version: env!("CARGO_PKG_VERSION").to_string(),
-        model: imported.config,
+        model,
         train: None,
-        imported: Some(imported.provenance),
+        imported: Some(provenance),
         dataset: args.dataset,
         epochs_done: 0,
         batches_done: 0,
     };
-    run.save(&config, &imported.weights, None, &[], false)?;
+    run.save(&config, weights, None, &[], false)?;
     println!(
         "Imported {} ({}) into {}",
         args.file.display(),

@@ -1,5 +1,5 @@
 //! Weights in and out: PyTorch state dicts (safetensors, `torch.save` files of any age and
-//! extension) and ONNX.
+//! extension) and ONNX graphs.
 //!
 //! digits keeps every model under PyTorch's names and layouts (see [`crate::model`]), so a
 //! state dict moves in and out without a conversion table. People's files name their layers
@@ -8,6 +8,7 @@
 
 pub mod infer;
 pub mod onnx;
+pub mod onnx_import;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -69,8 +70,13 @@ pub enum InteropError {
          in Python, load it and save its weights: `torch.save(model.state_dict(), 'weights.pt')`"
     )]
     LegacyModule { path: String },
-    #[error("{path} is an ONNX file: ONNX import comes with `digits import` of .onnx files")]
-    Onnx { path: String },
+    #[error(
+        "{path} is an ONNX graph, not a state dict: `digits import` reads its network from the \
+         graph"
+    )]
+    OnnxGraph { path: String },
+    #[error("{path} starts like an ONNX graph but does not read as one, nor as a state dict")]
+    DamagedOnnx { path: String },
     #[error(
         "{path}: tensor '{name}' is {dtype}, but digits reads float32 weights (convert with \
          `model.float()` before saving)"
@@ -108,6 +114,8 @@ pub enum InteropError {
     },
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Onnx(#[from] onnx_import::OnnxImportError),
 }
 
 /// How an import chooses the network the weights are for.
@@ -151,6 +159,30 @@ struct StateDict {
     tensors: Vec<(String, NamedTensor)>,
     ignored: Vec<String>,
     normalization: Option<Normalization>,
+}
+
+/// What an ONNX import found: the network the graph describes, with its weights.
+#[derive(Debug)]
+pub struct ImportedNetwork {
+    pub network: onnx_import::OnnxNetwork,
+    /// The file, its digest and the time of the import, for the run's config.
+    pub provenance: Provenance,
+}
+
+/// Reads an ONNX file as a network of digits' layers (see [`onnx_import`]).
+pub fn import_onnx(path: &Path) -> Result<ImportedNetwork, InteropError> {
+    let display = path.display().to_string();
+    let read_error = |source| InteropError::Read {
+        path: display.clone(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(read_error)?;
+    let network = onnx_import::read(&bytes, &display)?;
+    let provenance = provenance(path).map_err(read_error)?;
+    Ok(ImportedNetwork {
+        network,
+        provenance,
+    })
 }
 
 /// Whether `name` names a parameter or buffer a model of digits could have.
@@ -410,7 +442,13 @@ fn read_state_dict(path: &Path) -> Result<StateDict, InteropError> {
         .map_err(read_error)?;
     let mut state = match sniff(&header) {
         Format::Safetensors => read_safetensors_state_dict(path)?,
-        Format::Onnx => return Err(InteropError::Onnx { path: display }),
+        Format::Onnx => {
+            let bytes = std::fs::read(path).map_err(read_error)?;
+            return Err(match onnx_import::is_onnx(&bytes) {
+                true => InteropError::OnnxGraph { path: display },
+                false => InteropError::DamagedOnnx { path: display },
+            });
+        }
         Format::Pytorch => read_pytorch(path)?,
     };
     let (parameters, others): (Vec<_>, Vec<_>) = std::mem::take(&mut state.tensors)
