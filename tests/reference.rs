@@ -96,32 +96,20 @@ fn logits_of_images(model: &Model, images: Tensor<4>) -> NamedTensor {
     }
 }
 
-/// Both training paths, the fused MLP path (`EngineChoice::Auto` here) and Burn's autodiff,
-/// are held to the same numbers.
-fn three_steps_match_pytorch(
+/// `steps` steps of `model` from the `init.` weights of `file` equal PyTorch's: logits, loss,
+/// gradients and weights after each step, on the batches `batches` holds.
+fn steps_match_pytorch(
     file: &str,
-    activation: Activation,
-    optimizer: OptimizerKind,
-    engine: EngineChoice,
-) {
+    batches: &str,
+    steps: usize,
+    model: ModelConfig,
+    config: TrainConfig,
+) -> Trainer {
     let path = fixture(file);
     let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
-    let model = ModelConfig::Mlp(MlpConfig {
-        hidden: vec![128, 400],
-        activation,
-        ..MlpConfig::default()
-    });
-    let config = TrainConfig {
-        optimizer: optimizer.into(),
-        lr: 0.01,
-        engine,
-        ..TrainConfig::default()
-    };
-    let device = Device::flex();
-    let mut trainer = Trainer::new(model, with_prefix("init."), config, &device).unwrap();
-    assert_eq!(trainer.is_fused(), engine == EngineChoice::Auto);
-    for step in 0..3 {
-        let batch = reference_batch(&path, step);
+    let mut trainer = Trainer::new(model, with_prefix("init."), config, &Device::flex()).unwrap();
+    for step in 0..steps {
+        let batch = reference_batch(&fixture(batches), step);
         let values = with_prefix(&format!("step{step}."));
         let logits = logits_of(&trainer.model(), &batch);
         assert_close(
@@ -148,6 +136,30 @@ fn three_steps_match_pytorch(
             1e-4,
         );
     }
+    trainer
+}
+
+/// Both training paths, the fused MLP path (`EngineChoice::Auto` here) and Burn's autodiff,
+/// are held to the same numbers.
+fn three_steps_match_pytorch(
+    file: &str,
+    activation: Activation,
+    optimizer: OptimizerKind,
+    engine: EngineChoice,
+) {
+    let model = ModelConfig::Mlp(MlpConfig {
+        hidden: vec![128, 400],
+        activation,
+        ..MlpConfig::default()
+    });
+    let config = TrainConfig {
+        optimizer: optimizer.into(),
+        lr: 0.01,
+        engine,
+        ..TrainConfig::default()
+    };
+    let trainer = steps_match_pytorch(file, file, 3, model, config);
+    assert_eq!(trainer.is_fused(), engine == EngineChoice::Auto);
 }
 
 #[test]
@@ -362,42 +374,6 @@ fn the_benchmarks_plain_loop_baseline_takes_the_same_three_adam_steps() {
     }
 }
 
-/// Two steps of `model` from the `init.` weights of `file` equal PyTorch's: logits, loss,
-/// gradients and weights after each step, on the batches of `mlp_relu_adam.safetensors`.
-fn two_steps_match_pytorch(file: &str, model: ModelConfig, config: TrainConfig) -> Trainer {
-    let path = fixture(file);
-    let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
-    let mut trainer = Trainer::new(model, with_prefix("init."), config, &Device::flex()).unwrap();
-    for step in 0..2 {
-        let batch = reference_batch(&fixture("mlp_relu_adam.safetensors"), step);
-        let values = with_prefix(&format!("step{step}."));
-        let logits = logits_of(&trainer.model(), &batch);
-        assert_close(
-            &format!("step{step} logits"),
-            &logits,
-            &values["logits"],
-            1e-5,
-        );
-        let (loss, gradients) = trainer.gradients(&batch);
-        let reference_loss = values["loss"].values[0];
-        assert!(
-            ((loss - reference_loss) / reference_loss).abs() <= 1e-5,
-            "step{step} loss {loss} vs {reference_loss}"
-        );
-        let grads = with_prefix(&format!("step{step}.grad."));
-        assert_all_close(&format!("step{step} grad"), &gradients, &grads, 1e-4);
-        trainer.step(&batch);
-        let after = with_prefix(&format!("step{step}.after."));
-        assert_all_close(
-            &format!("step{step} after"),
-            &trainer.weights(),
-            &after,
-            1e-4,
-        );
-    }
-    trainer
-}
-
 /// The layer kinds added with the network plan, GELU and average pooling, on Burn's path
 /// (`tests/python/make_layer_reference.py` made the values).
 #[test]
@@ -422,7 +398,13 @@ fn gelu_and_average_pooling_match_pytorch_forward_backward_and_adam() {
         lr: 0.01,
         ..TrainConfig::default()
     };
-    two_steps_match_pytorch("gelu_avgpool_adam.safetensors", model, config);
+    steps_match_pytorch(
+        "gelu_avgpool_adam.safetensors",
+        "mlp_relu_adam.safetensors",
+        2,
+        model,
+        config,
+    );
 }
 
 /// Tanh, on both training paths.
@@ -440,7 +422,13 @@ fn tanh_matches_pytorch_on_both_paths() {
             engine,
             ..TrainConfig::default()
         };
-        let trainer = two_steps_match_pytorch("tanh_sgd.safetensors", model, config);
+        let trainer = steps_match_pytorch(
+            "tanh_sgd.safetensors",
+            "mlp_relu_adam.safetensors",
+            2,
+            model,
+            config,
+        );
         assert_eq!(trainer.is_fused(), engine == EngineChoice::Auto);
     }
 }
