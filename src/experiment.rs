@@ -268,7 +268,7 @@ impl Plan {
                     Some(more) => saved.epochs_done.saturating_add(more),
                     // An interrupted run finishes the epochs it was started with.
                     None if saved.epochs_done < started_with => started_with,
-                    None => saved.epochs_done + started_with,
+                    None => saved.epochs_done.saturating_add(started_with),
                 };
                 (saved.model.clone(), config)
             }

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Bytes, Device};
 use serde::{Deserialize, Serialize};
 
-use crate::augment::AugmentError;
 use crate::data::DatasetName;
 use crate::files::write_atomically;
 use crate::model::{Model, ModelConfig, Weights, WeightsError, weights};
@@ -120,12 +119,6 @@ pub enum RunError {
         source: serde_json::Error,
     },
     #[error("{path}")]
-    Augment {
-        path: String,
-        #[source]
-        source: AugmentError,
-    },
-    #[error("{path}")]
     Settings {
         path: String,
         #[source]
@@ -202,12 +195,6 @@ impl RunDir {
             source,
         })?;
         if let Some(train) = &config.train {
-            if let Some(augment) = &train.augment {
-                augment.check().map_err(|source| RunError::Augment {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            }
             train.validate().map_err(|source| RunError::Settings {
                 path: path.display().to_string(),
                 source,
@@ -252,7 +239,15 @@ impl RunDir {
     /// converted (it names parameters by their ids in the model the run's weights build).
     pub fn optimizer_state(&self) -> Result<Option<OptimizerState>, RunError> {
         let path = self.path.join(OPTIMIZER_FILE);
-        if let Some(bytes) = read_if_present(&path)? {
+        // Such a folder may hold both files, when its run went on on the other engine: the
+        // newer one is the run's latest state. (The next save leaves only the one format.)
+        let modified = |file: &str| {
+            fs::metadata(self.path.join(file))
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        let record_is_newer = modified(BURN_RECORD_FILE) > modified(OPTIMIZER_FILE);
+        if !record_is_newer && let Some(bytes) = read_if_present(&path)? {
             let origin = path.display().to_string();
             return OptimizerState::from_safetensors_bytes(&bytes, &origin)
                 .map(Some)

@@ -753,6 +753,7 @@ fn onnx_graphs_digits_cannot_run_are_refused_naming_what_does_not_fit() {
     let resize = onnx_fixture("unsupported_resize.onnx");
     let lenet = onnx_fixture("lenet_tanh_avgpool.onnx");
     let strided = onnx_fixture("strided_conv.onnx");
+    let normalized = onnx_fixture("cnn_bn_normalize.onnx");
     std::fs::write(dir.path().join("empty.onnx"), b"").unwrap();
     for (args, needle) in [
         (
@@ -769,6 +770,19 @@ fn onnx_graphs_digits_cannot_run_are_refused_naming_what_does_not_fit() {
             "an ONNX file describes its own network",
         ),
         (
+            vec!["import", lenet.to_str().unwrap(), "--rename", "a=b"],
+            "--rename do not apply",
+        ),
+        (
+            vec![
+                "import",
+                normalized.to_str().unwrap(),
+                "--normalize",
+                "0.5,0.25",
+            ],
+            "--normalize would do it twice",
+        ),
+        (
             vec!["import", "empty.onnx"],
             "empty.onnx is not an ONNX model: it holds no graph",
         ),
@@ -777,4 +791,46 @@ fn onnx_graphs_digits_cannot_run_are_refused_naming_what_does_not_fit() {
         common::assert_clean_failure(&output, needle);
     }
     assert!(!dir.path().join("runs").exists());
+}
+
+#[test]
+fn a_rename_that_would_give_two_tensors_one_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mlp = import_fixture("mlp_fc1_fc3.pt");
+    let mlp = mlp.to_str().unwrap();
+    let collision = common::digits(
+        dir.path(),
+        &["import", mlp, "--rename", "fc1=fc2", "--out", "a"],
+    );
+    common::assert_clean_failure(&collision, "--rename gives two tensors of");
+    assert!(!dir.path().join("a").exists());
+}
+
+#[test]
+fn normalize_applies_to_an_onnx_graph_that_does_not_standardise_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let lenet = onnx_fixture("lenet_tanh_avgpool.onnx");
+    let output = common::digits(
+        dir.path(),
+        &[
+            "import",
+            lenet.to_str().unwrap(),
+            "--normalize",
+            "0.1307,0.3081",
+            "--out",
+            "run",
+        ],
+    );
+    assert!(output.status.success(), "{}", common::stderr(&output));
+    let (config, _) = RunDir::open(&dir.path().join("run"))
+        .unwrap()
+        .load_model(&Device::flex())
+        .unwrap();
+    assert_eq!(
+        config.model.normalization(),
+        Some(Normalization {
+            mean: 0.1307,
+            std: 0.3081
+        })
+    );
 }

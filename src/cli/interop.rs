@@ -171,17 +171,34 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
 
 /// An ONNX graph as a run: the network it describes, with its weights.
 fn import_onnx(args: &ImportArgs) -> anyhow::Result<()> {
-    if args.hidden.is_some() || args.activation.is_some() {
-        bail!("an ONNX file describes its own network: --hidden and --activation do not apply");
+    if args.hidden.is_some()
+        || args.activation.is_some()
+        || args.arch.is_some()
+        || args.layers.is_some()
+        || !args.rename.is_empty()
+    {
+        bail!(
+            "an ONNX file describes its own network and names: --arch, --layers, --hidden, \
+             --activation and --rename do not apply"
+        );
     }
     let imported = interop::import_onnx(&args.file)?;
-    let network = imported.network;
-    if let Some(n) = network.layers.normalization {
-        println!(
+    let mut network = imported.network;
+    match (network.layers.normalization, args.normalize) {
+        (Some(_), Some(_)) => bail!(
+            "the graph standardises its input itself (a leading Sub/Div): --normalize would do \
+             it twice"
+        ),
+        (Some(n), None) => println!(
             "The graph standardises its input as (pixels - {}) / {}: kept as the model's \
              normalisation",
             n.mean, n.std
-        );
+        ),
+        (None, Some(n)) => {
+            println!("Inputs are normalised: (pixels - {}) / {}", n.mean, n.std);
+            network.layers.normalization = Some(n);
+        }
+        (None, None) => {}
     }
     if let Some(softmax) = network.final_softmax {
         println!(

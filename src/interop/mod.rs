@@ -94,6 +94,8 @@ pub enum InteropError {
     },
     #[error("--rename {old}=...: {path} has no tensor named {old} or under {old}.")]
     RenameUnused { path: String, old: String },
+    #[error("--rename gives two tensors of {path} the name {name}")]
+    RenameCollision { path: String, name: String },
     #[error("cannot tell which network {path} is for")]
     Infer {
         path: String,
@@ -209,26 +211,38 @@ pub fn import(
 ) -> Result<Imported, InteropError> {
     let display = path.display().to_string();
     let mut state = read_state_dict(path)?;
-    for (old, new) in renames {
-        let mut used = false;
-        for (name, _) in &mut state.tensors {
+    // Every rename applies to the file's own names, all at once, so `A=B` with `B=A` swaps.
+    let mut used = vec![false; renames.len()];
+    for (name, _) in &mut state.tensors {
+        let renamed = renames.iter().enumerate().find_map(|(i, (old, new))| {
             let rest = if name == old {
-                Some(String::new())
+                String::new()
             } else {
-                name.strip_prefix(&format!("{old}."))
-                    .map(|rest| format!(".{rest}"))
+                format!(".{}", name.strip_prefix(&format!("{old}."))?)
             };
-            if let Some(rest) = rest {
-                *name = format!("{new}{rest}");
-                used = true;
-            }
+            used[i] = true;
+            Some(format!("{new}{rest}"))
+        });
+        if let Some(renamed) = renamed {
+            *name = renamed;
         }
-        if !used {
-            return Err(InteropError::RenameUnused {
-                path: display,
-                old: old.clone(),
-            });
-        }
+    }
+    if let Some(i) = used.iter().position(|&u| !u) {
+        return Err(InteropError::RenameUnused {
+            path: display,
+            old: renames[i].0.clone(),
+        });
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some((name, _)) = state
+        .tensors
+        .iter()
+        .find(|(name, _)| !seen.insert(name.clone()))
+    {
+        return Err(InteropError::RenameCollision {
+            path: display,
+            name: name.clone(),
+        });
     }
     state
         .tensors
@@ -271,9 +285,13 @@ pub fn import(
     let mut weights = Weights::new();
     let mut names = BTreeMap::new();
     for (ours, theirs) in pairs {
-        let tensor = tensors
-            .remove(&theirs)
-            .expect("paired names come from the file");
+        // Names are unique (renames that collide were refused), so each is paired once.
+        let Some(tensor) = tensors.remove(&theirs) else {
+            return Err(InteropError::RenameCollision {
+                path: display,
+                name: theirs,
+            });
+        };
         if ours != theirs {
             names.insert(ours.clone(), theirs);
         }

@@ -339,10 +339,12 @@ impl Plan {
             if batch_norm {
                 parts.push("bn".into());
             }
-            let hidden = &widths[1..widths.len() - 1];
+            // The widths between the first layer's input and the logits, if any layer is
+            // fully connected at all.
+            let hidden = widths.get(1..widths.len().saturating_sub(1)).unwrap_or(&[]);
             parts.extend(hidden.iter().map(|w| format!("fc{w}")));
         }
-        parts.push(activation.unwrap_or_default().name().into());
+        parts.extend(activation.map(|f| f.name().to_string()));
         if let Some(p) = dropout {
             parts.push(format!("dropout{p}"));
         }
@@ -596,6 +598,15 @@ mod tests {
                 .and_then(|b| b.linear("fc1", 0)),
             Err(PlanError::NoUnits { .. })
         ));
+    }
+
+    #[test]
+    fn a_network_of_convolutions_alone_describes_itself() {
+        let plan = crate::model::LayersConfig::parse("conv10k28,flatten")
+            .unwrap()
+            .plan()
+            .unwrap();
+        assert_eq!(plan.describe(), "cnn conv10k28");
     }
 
     #[test]

@@ -103,6 +103,9 @@ mod tests {
             activation: Activation::Gelu,
             ..MlpConfig::default()
         });
+        let activated_logits = ModelConfig::Layers(
+            crate::model::LayersConfig::parse("fc128,relu,fc10,sigmoid").unwrap(),
+        );
         for (model, config, reason) in [
             (
                 &ModelKind::Lenet5.config(),
@@ -111,6 +114,7 @@ mod tests {
             ),
             (&dropout, TrainConfig::default(), WhyBurn::Dropout),
             (&gelu, TrainConfig::default(), WhyBurn::Activation),
+            (&activated_logits, TrainConfig::default(), WhyBurn::NotAnMlp),
             (
                 &mlp,
                 TrainConfig {

@@ -105,9 +105,14 @@ enum DenseActivation {
 impl DenseStack {
     /// The plan's dense stack, or why the fused path cannot compute the plan.
     pub(crate) fn of(plan: &Plan) -> Result<Self, WhyBurn> {
+        // Fully connected layers with activations between them: an odd count, ending in the
+        // logits (the forward pass below applies no activation after the last layer).
         let [Layer::Flatten, rest @ ..] = plan.layers() else {
             return Err(WhyBurn::NotAnMlp);
         };
+        if rest.len() % 2 == 0 {
+            return Err(WhyBurn::NotAnMlp);
+        }
         let mut layers = Vec::new();
         let mut activation = None;
         for (i, layer) in rest.iter().enumerate() {

@@ -80,8 +80,9 @@ pub enum Optimizer {
 
 /// The optimizer as run configs have always spelled it: flat, with `"weight_decay": null` for
 /// the optimizer's default (in configs written before [`Optimizer`] had its own type) and a
-/// momentum of 0 written for every optimizer. Any other momentum for Adam or AdamW is refused,
-/// as on the command line, rather than ignored.
+/// momentum written for every optimizer. A momentum saved with Adam or AdamW is dropped: it
+/// never had any effect, and runs that once took `--optimizer adam --momentum 0.9` must still
+/// open (the command line refuses that pair now).
 #[derive(Deserialize)]
 struct SavedOptimizer {
     optimizer: SavedOptimizerName,
@@ -113,10 +114,9 @@ impl TryFrom<SavedOptimizer> for Optimizer {
         if let Some(decay) = saved.weight_decay {
             optimizer = optimizer.with_weight_decay(decay);
         }
-        match (optimizer, saved.momentum) {
-            (Optimizer::Sgd { .. }, momentum) => optimizer.with_momentum(momentum),
-            (_, 0.0) => Ok(optimizer),
-            (other, _) => Err(ConfigError::MomentumWithout(other.kind())),
+        match optimizer {
+            Optimizer::Sgd { .. } => optimizer.with_momentum(saved.momentum),
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. } => Ok(optimizer),
         }
     }
 }
@@ -395,6 +395,8 @@ pub enum ConfigError {
     MomentumWithout(OptimizerKind),
     #[error("patience needs validation images to judge each epoch on")]
     PatienceWithoutValidation,
+    #[error(transparent)]
+    Augment(#[from] crate::augment::AugmentError),
 }
 
 impl TrainConfig {
@@ -453,6 +455,9 @@ impl TrainConfig {
         }
         if self.patience.is_some() && self.validation == 0 {
             return Err(ConfigError::PatienceWithoutValidation);
+        }
+        if let Some(augment) = &self.augment {
+            augment.check()?;
         }
         Ok(())
     }
@@ -723,8 +728,7 @@ impl Trainer {
     /// the seed, the epoch and the batch's index, so the result is the same as if training
     /// had not stopped), with its saved optimizer state (Adam's moments, say) when there is
     /// one; without it (imported weights) the optimizer starts fresh. The state is the same
-    /// whichever engine kept it, so a run may continue on the other; moments kept by another
-    /// optimizer are not used.
+    /// whichever engine kept it, so a run may continue on the other.
     pub fn resume(mut self, point: ResumePoint) -> Result<Self, TrainError> {
         if let Some(state) = point.optimizer_state {
             let weights = self.weights();
@@ -1102,15 +1106,11 @@ mod tests {
     }
 
     #[test]
-    fn a_saved_momentum_for_an_optimizer_without_one_is_refused_not_ignored() {
+    fn a_saved_momentum_for_an_optimizer_without_one_is_dropped_as_it_never_acted() {
         let edited = r#"{"epochs": 3, "batch_size": 32, "lr": 0.01, "optimizer": "adam",
                          "shuffle": false, "seed": 0, "weight_decay": 0.0, "momentum": 0.9}"#;
-        let err = serde_json::from_str::<TrainConfig>(edited).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("momentum is a setting of SGD; adam has none"),
-            "{err}"
-        );
+        let config = serde_json::from_str::<TrainConfig>(edited).unwrap();
+        assert_eq!(config.optimizer, Optimizer::Adam { weight_decay: 0.0 });
     }
 
     #[test]
