@@ -15,7 +15,7 @@ Workloads (each after a warm-up, the median of --repeat runs):
 - tutorial epoch: MLP 784-128-400-10, ReLU, Adam lr 0.01, batch 32, data preloaded as one
   tensor, with 1 thread and with PyTorch's default thread count;
 - cnn training: digits' `cnn` model (two 3x3 conv + batch norm + pool blocks, fc 128), batch 64;
-- batch inference of the MLP, batch 1000; one image through the MLP.
+- batch inference of the MLP and of the `cnn`, batch 1000; one image through the MLP.
 """
 
 import argparse
@@ -122,6 +122,9 @@ def preloaded(args):
         figures["mlp_inference_images_per_s"] = len(batch) / seconds
         one = x[:1]
         figures["one_image_ms"] = 1000 * median_seconds(lambda: model(one), 200)
+        cnn.eval()
+        seconds = median_seconds(lambda: cnn(batch), args.repeat)
+        figures["cnn_inference_images_per_s"] = len(batch) / seconds
     return figures
 
 

@@ -741,12 +741,23 @@ fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
         "one_image_ms",
         "photo_2000px_ms",
         "peak_rss_mb",
+        "sgemm_peak_gflops_one_core",
     ] {
         let value = report[key]
             .as_f64()
             .unwrap_or_else(|| panic!("{key}: {report}"));
         assert!(value.is_finite() && value > 0.0, "{key}: {value}");
     }
+    for workload in [
+        "tutorial_training",
+        "cnn_training",
+        "mlp_inference",
+        "cnn_inference",
+    ] {
+        let rate = report["gflops"][workload].as_f64().unwrap();
+        assert!(rate.is_finite() && rate > 0.0, "{workload}: {rate}");
+    }
+    assert!(report["cpu"]["flags"].is_array(), "{report}");
     assert_eq!(
         report["epoch_s_scaled_from_images"], 640,
         "the epoch figures say they are scaled up from --images"

@@ -116,6 +116,49 @@ pub fn inference(model: &Model, images: usize, batch_size: usize) -> EpochTiming
     })
 }
 
+/// The processor, as Linux names it, and the vector instructions that decide its arithmetic
+/// rate: ratios against PyTorch differ between machines (a 2.0 GHz first-generation Zen,
+/// whose AVX2 runs on 128-bit units, showed half the ratio of another CPU), so every report
+/// says which one it was measured on.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cpu {
+    pub model: Option<String>,
+    /// Those of `sse4_2`, `avx`, `avx2`, `fma`, `avx512f` the processor has.
+    pub flags: Vec<&'static str>,
+}
+
+pub fn cpu() -> Cpu {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|line| line.split(':').next().is_some_and(|key| key.trim() == name))
+            .and_then(|line| line.split_once(':'))
+            .map(|(_, value)| value.trim().to_string())
+    };
+    let flags = field("flags").unwrap_or_default();
+    let present: Vec<&str> = flags.split_whitespace().collect();
+    Cpu {
+        model: field("model name"),
+        flags: ["sse4_2", "avx", "avx2", "fma", "avx512f"]
+            .into_iter()
+            .filter(|flag| present.contains(flag))
+            .collect(),
+    }
+}
+
+/// One core's measured SGEMM rate, in GFLOP/s: a 512x512x512 product through the GEMM crate
+/// the fused path uses (median of 5), the ceiling its arithmetic can approach.
+pub fn sgemm_peak_gflops() -> f64 {
+    const N: usize = 512;
+    let a: Vec<f32> = (0..N * N).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..N * N).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0; N * N];
+    let time = median_time(5, || {
+        crate::train::fused::gemm([N, N, N], (&a, N, 1), (&b, N, 1), &mut c);
+    });
+    2.0 * (N * N * N) as f64 / time.as_secs_f64() / 1e9
+}
+
 /// The most memory this process has held at once (Linux's VmHWM), in megabytes.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -19,6 +19,7 @@ pub struct PytorchFigures {
     pub tutorial_epoch_s_1_thread: f64,
     pub cnn_train_images_per_s: f64,
     pub mlp_inference_images_per_s: f64,
+    pub cnn_inference_images_per_s: f64,
     pub one_image_ms: f64,
 }
 

@@ -4,7 +4,7 @@ use clap::Args;
 use digits::bench::{self, EpochTiming, TUTORIAL_EPOCH_IMAGES, pytorch};
 use digits::data::{Dataset, Split};
 use digits::files::encode_png;
-use digits::model::{Model, ModelKind};
+use digits::model::{Model, ModelConfig, ModelKind};
 use digits::predict::Predictor;
 use digits::prepare::{self, Prepared};
 use digits::train::{EngineChoice, Preset, TrainConfig};
@@ -40,6 +40,11 @@ pub struct BenchArgs {
 #[derive(Debug, Serialize)]
 struct Report {
     device: String,
+    cpu: bench::Cpu,
+    /// One core's SGEMM rate through the fused path's GEMM crate: the ceiling for `gflops`.
+    sgemm_peak_gflops_one_core: f64,
+    /// Each workload's arithmetic rate (see [`Gflops`]).
+    gflops: Gflops,
     images_per_run: usize,
     /// Set when `--images` is not a whole MNIST epoch: every `*_epoch_s` figure is then this
     /// many images' time, scaled up to 60,000 images.
@@ -61,6 +66,7 @@ struct Report {
     mlp_inference_images_per_s: f64,
     cnn_inference_images_per_s: f64,
     pytorch_mlp_inference_images_per_s: Option<f64>,
+    pytorch_cnn_inference_images_per_s: Option<f64>,
     one_image_ms: f64,
     pytorch_one_image_ms: Option<f64>,
     photo_2000px_ms: f64,
@@ -68,6 +74,16 @@ struct Report {
     peak_rss_mb: Option<f64>,
     pytorch: Option<pytorch::PytorchFigures>,
     pytorch_note: Option<String>,
+}
+
+/// GFLOP/s of each workload, from the plan's count of a forward pass (training: three times
+/// that). The machine has `sgemm_peak_gflops_one_core` per core, times its cores.
+#[derive(Debug, Serialize)]
+struct Gflops {
+    tutorial_training: f64,
+    cnn_training: f64,
+    mlp_inference: f64,
+    cnn_inference: f64,
 }
 
 fn ms(duration: std::time::Duration) -> f64 {
@@ -176,6 +192,33 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         cnn_inference.images_per_second()
     ));
 
+    let forward = |config: &ModelConfig| {
+        config
+            .plan()
+            .expect("built-in architectures have plans")
+            .forward_flops() as f64
+    };
+    let (mlp_flops, cnn_flops) = (forward(&ModelKind::Mlp.config()), forward(&cnn_config));
+    let gflops = Gflops {
+        tutorial_training: 3.0 * mlp_flops * tutorial.images_per_second() / 1e9,
+        cnn_training: 3.0 * cnn_flops * cnn.images_per_second() / 1e9,
+        mlp_inference: mlp_flops * mlp_inference.images_per_second() / 1e9,
+        cnn_inference: cnn_flops * cnn_inference.images_per_second() / 1e9,
+    };
+    let peak = bench::sgemm_peak_gflops();
+    say(format!(
+        "arithmetic, GFLOP/s: tutorial training {:.1}, cnn training {:.1}, MLP inference {:.1}, \
+         cnn inference {:.1} (one core's SGEMM peak: {peak:.1})",
+        gflops.tutorial_training, gflops.cnn_training, gflops.mlp_inference, gflops.cnn_inference
+    ));
+    if let Some(p) = &pytorch {
+        say(format!(
+            "PyTorch: cnn training {:.0} images/s, batch inference MLP {:.0} images/s, cnn {:.0} \
+             images/s",
+            p.cnn_train_images_per_s, p.mlp_inference_images_per_s, p.cnn_inference_images_per_s
+        ));
+    }
+
     let predictor = Predictor::built_in(device);
     let digit = Prepared::from_pixels(Dataset::lite(Split::Test).image(0).to_vec());
     let one = bench::median_time(200, || {
@@ -208,6 +251,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.json {
         let report = Report {
             device: selected.name.to_string(),
+            cpu: bench::cpu(),
+            sgemm_peak_gflops_one_core: peak,
+            gflops,
             images_per_run: args.images,
             epoch_s_scaled_from_images: scaled_from,
             repeat: args.repeat,
@@ -226,6 +272,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             pytorch_mlp_inference_images_per_s: pytorch
                 .as_ref()
                 .map(|p| p.mlp_inference_images_per_s),
+            pytorch_cnn_inference_images_per_s: pytorch
+                .as_ref()
+                .map(|p| p.cnn_inference_images_per_s),
             one_image_ms: ms(one),
             pytorch_one_image_ms: pytorch.as_ref().map(|p| p.one_image_ms),
             photo_2000px_ms: ms(prepare_predict),

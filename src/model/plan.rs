@@ -296,6 +296,37 @@ impl Plan {
 }
 
 impl Plan {
+    /// Floating-point operations of one image's forward pass: two per multiply-add of the
+    /// convolutions and fully connected layers (the rest is memory traffic). A training step
+    /// costs about three times as much (forward, and the gradients of inputs and weights).
+    pub fn forward_flops(&self) -> u64 {
+        let mut side = IMAGE_SIDE as u64;
+        let mut flops = 0;
+        for layer in &self.layers {
+            match layer {
+                Layer::Conv {
+                    inputs,
+                    outputs,
+                    kernel,
+                    padding,
+                    ..
+                } => {
+                    side = side + 2 * *padding as u64 + 1 - *kernel as u64;
+                    flops += 2 * (inputs * outputs * kernel * kernel) as u64 * side * side;
+                }
+                Layer::Pool(_) => side /= 2,
+                Layer::Linear {
+                    inputs, outputs, ..
+                } => flops += 2 * (inputs * outputs) as u64,
+                Layer::BatchNorm { .. }
+                | Layer::Activation(_)
+                | Layer::Flatten
+                | Layer::Dropout(_) => {}
+            }
+        }
+        flops
+    }
+
     /// A one-line description for logs: `mlp 784-128-400-10 relu` for a network of fully
     /// connected layers, `cnn conv32k3p-conv64k3p bn fc128 relu dropout0.25` with
     /// convolutions (`p` after a max-pooled one, `a` after an average-pooled one).
@@ -598,6 +629,19 @@ mod tests {
                 .and_then(|b| b.linear("fc1", 0)),
             Err(PlanError::NoUnits { .. })
         ));
+    }
+
+    #[test]
+    fn forward_flops_count_the_multiply_adds_of_convolutions_and_dense_layers() {
+        use crate::model::ModelKind;
+        let flops = |kind: ModelKind| kind.config().plan().unwrap().forward_flops();
+        assert_eq!(
+            flops(ModelKind::Mlp),
+            2 * (784 * 128 + 128 * 400 + 400 * 10)
+        );
+        // conv1 1->32 on 28x28, conv2 32->64 on 14x14, fc1 3136->128, output 128->10.
+        let cnn = 2 * (32 * 9 * 28 * 28 + 32 * 64 * 9 * 14 * 14 + 3136 * 128 + 128 * 10);
+        assert_eq!(flops(ModelKind::Cnn), cnn);
     }
 
     #[test]

@@ -21,7 +21,7 @@ const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
 
 /// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
-fn gemm(
+pub(crate) fn gemm(
     [m, k, n]: [usize; 3],
     (a, a_rows, a_cols): (&[f32], usize, usize),
     (b, b_rows, b_cols): (&[f32], usize, usize),
