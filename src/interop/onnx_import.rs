@@ -1159,42 +1159,20 @@ impl Walk<'_> {
     /// Names the layers as digits does (`conv1`, `bn1`, `fc1`, ..., the last linear one
     /// `output`), and checks the weights against the plan they make.
     fn finish(self) -> Result<OnnxNetwork, OnnxImportError> {
-        let linear_count = self
-            .layers
-            .iter()
-            .filter(|(l, _)| matches!(l, LayerConfig::Linear { .. }))
-            .count();
-        let (mut convs, mut norms, mut linears) = (0, 0, 0);
-        let mut layers = Vec::new();
+        let (layers, tensors): (Vec<_>, Vec<_>) = self.layers.into_iter().unzip();
+        let mut named = LayersConfig {
+            layers,
+            normalization: None,
+        };
+        named.name_layers();
         let mut weights = Weights::new();
-        for (mut layer, tensors) in self.layers {
-            let name = match &mut layer {
-                LayerConfig::Conv { name, .. } => {
-                    convs += 1;
-                    *name = format!("conv{convs}");
-                    name.clone()
-                }
-                LayerConfig::BatchNorm { name } => {
-                    norms += 1;
-                    *name = format!("bn{norms}");
-                    name.clone()
-                }
-                LayerConfig::Linear { name, .. } => {
-                    linears += 1;
-                    *name = if linears == linear_count {
-                        "output".into()
-                    } else {
-                        format!("fc{linears}")
-                    };
-                    name.clone()
-                }
-                _ => String::new(),
-            };
+        for (layer, tensors) in named.layers.iter().zip(tensors) {
+            let name = LayersConfig::name_of(layer).unwrap_or_default();
             for (suffix, tensor) in tensors {
                 weights.insert(format!("{name}.{suffix}"), tensor);
             }
-            layers.push(layer);
         }
+        let layers = named.layers;
         let normalization = (self.mean.is_some() || self.std.is_some()).then(|| Normalization {
             mean: self.mean.unwrap_or(0.0),
             std: self.std.unwrap_or(1.0),

@@ -84,18 +84,13 @@ impl LayersConfig {
         if items.is_empty() {
             return Err(LayersTextError::Empty);
         }
-        let linear_count = items.iter().filter(|item| item.starts_with("fc")).count();
-        let (mut convs, mut norms, mut linears) = (0, 0, 0);
         let mut layers = Vec::new();
         for item in items {
             let unknown = || LayersTextError::Unknown { item: item.into() };
             let layer = match item {
-                "bn" => {
-                    norms += 1;
-                    LayerConfig::BatchNorm {
-                        name: format!("bn{norms}"),
-                    }
-                }
+                "bn" => LayerConfig::BatchNorm {
+                    name: String::new(),
+                },
                 "pool" | "maxpool" => LayerConfig::Pool {
                     pooling: Pooling::Max,
                 },
@@ -112,19 +107,15 @@ impl LayersConfig {
                         }
                     } else if let Some(units) = item.strip_prefix("fc") {
                         let units = units.parse().map_err(|_| unknown())?;
-                        linears += 1;
                         if !layers.iter().any(|l| matches!(l, LayerConfig::Flatten)) {
                             layers.push(LayerConfig::Flatten);
                         }
-                        let name = if linears == linear_count {
-                            "output".to_string()
-                        } else {
-                            format!("fc{linears}")
-                        };
-                        LayerConfig::Linear { name, units }
+                        LayerConfig::Linear {
+                            name: String::new(),
+                            units,
+                        }
                     } else if let Some(conv) = item.strip_prefix("conv") {
-                        convs += 1;
-                        parse_conv(conv, convs).ok_or_else(unknown)?
+                        parse_conv(conv).ok_or_else(unknown)?
                     } else {
                         return Err(unknown());
                     }
@@ -132,10 +123,59 @@ impl LayersConfig {
             };
             layers.push(layer);
         }
-        Ok(Self {
+        let mut config = Self {
             layers,
             normalization: None,
-        })
+        };
+        config.name_layers();
+        Ok(config)
+    }
+
+    /// Names the layers as digits names its own: `conv1`, `bn1`, ... and `fc1`, ..., the last
+    /// fully connected layer `output`.
+    pub fn name_layers(&mut self) {
+        let linear_count = self
+            .layers
+            .iter()
+            .filter(|layer| matches!(layer, LayerConfig::Linear { .. }))
+            .count();
+        let (mut convs, mut norms, mut linears) = (0, 0, 0);
+        for layer in &mut self.layers {
+            match layer {
+                LayerConfig::Conv { name, .. } => {
+                    convs += 1;
+                    *name = format!("conv{convs}");
+                }
+                LayerConfig::BatchNorm { name } => {
+                    norms += 1;
+                    *name = format!("bn{norms}");
+                }
+                LayerConfig::Linear { name, .. } => {
+                    linears += 1;
+                    *name = match linears == linear_count {
+                        true => "output".into(),
+                        false => format!("fc{linears}"),
+                    };
+                }
+                LayerConfig::Activation { .. }
+                | LayerConfig::Pool { .. }
+                | LayerConfig::Flatten
+                | LayerConfig::Dropout { .. } => {}
+            }
+        }
+    }
+
+    /// The name of `layer` (conv, batch norm, linear), whose tensors are `NAME.weight`, ....
+    pub fn name_of(layer: &LayerConfig) -> Option<&str> {
+        match layer {
+            LayerConfig::Conv { name, .. }
+            | LayerConfig::BatchNorm { name }
+            | LayerConfig::Linear { name, .. } => Some(name),
+            LayerConfig::Activation { .. }
+            | LayerConfig::Pool { .. }
+            | LayerConfig::Flatten
+            | LayerConfig::Dropout { .. } => None,
+        }
     }
 
     /// The layers as a plan, checked to fit a 28x28 image and to end in ten logits.
@@ -162,8 +202,8 @@ impl LayersConfig {
     }
 }
 
-/// `6k5p2`, `6k5`, `6k5p2nobias` (after `conv`) as the `number`th convolution.
-fn parse_conv(text: &str, number: usize) -> Option<LayerConfig> {
+/// `6k5p2`, `6k5`, `6k5p2nobias` (after `conv`), unnamed.
+fn parse_conv(text: &str) -> Option<LayerConfig> {
     let (text, bias) = match text.strip_suffix("nobias") {
         Some(rest) => (rest, false),
         None => (text, true),
@@ -174,7 +214,7 @@ fn parse_conv(text: &str, number: usize) -> Option<LayerConfig> {
         None => (rest, 0),
     };
     Some(LayerConfig::Conv {
-        name: format!("conv{number}"),
+        name: String::new(),
         channels: channels.parse().ok()?,
         kernel: kernel.parse().ok()?,
         padding,
