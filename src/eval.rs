@@ -121,7 +121,6 @@ pub fn evaluate(model: &Model, data: &Dataset, batch_size: usize) -> Evaluation 
 /// As [`evaluate`], for models answering together. The loss is the cross-entropy of the
 /// averaged probabilities.
 pub fn evaluate_ensemble(models: &Ensemble, data: &Dataset, batch_size: usize) -> Evaluation {
-    let device = models.device();
     let mut evaluation = Evaluation {
         count: 0,
         correct: 0,
@@ -132,20 +131,15 @@ pub fn evaluate_ensemble(models: &Ensemble, data: &Dataset, batch_size: usize) -
     let mut loss_sum = 0.0;
     let mut batches = 0;
     for batch in data.batches(batch_size, None) {
-        let (images, targets) = batch_tensors(&batch, &device);
-        let log_probabilities = models.log_probabilities(images);
-        let picked = log_probabilities
-            .clone()
-            .gather(1, targets.unsqueeze_dim(1))
-            .mean()
-            .neg();
-        loss_sum += f64::from(picked.into_scalar::<f32>());
+        let log_probabilities = models.log_probabilities_of(&batch.pixels);
+        let picked: f64 = log_probabilities
+            .chunks_exact(NUM_CLASSES)
+            .zip(&batch.labels)
+            .map(|(row, &label)| -f64::from(row[label as usize]))
+            .sum();
+        loss_sum += picked / batch.len() as f64;
         batches += 1;
-        let probabilities = log_probabilities
-            .exp()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("probabilities are float32");
+        let probabilities: Vec<f32> = log_probabilities.iter().map(|v| v.exp()).collect();
         for (row, &truth) in probabilities.chunks_exact(NUM_CLASSES).zip(&batch.labels) {
             let prediction = most_probable(row);
             let (truth, predicted) = (truth as usize, usize::from(prediction.predicted));

@@ -28,6 +28,7 @@
 pub mod augment;
 pub mod bench;
 pub mod choice;
+pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod eval;

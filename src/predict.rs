@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 
-use crate::data::{IMAGE_SIDE, NUM_CLASSES};
+use crate::data::NUM_CLASSES;
 use crate::eval;
 use crate::model::{Ensemble, Model, weights};
 use crate::prepare::{NotOneDigit, Prepared};
@@ -95,7 +95,6 @@ pub struct Predictor {
     /// What each model is, in the order given.
     pub configs: Vec<RunConfig>,
     models: Ensemble,
-    device: Device,
 }
 
 impl Predictor {
@@ -112,7 +111,6 @@ impl Predictor {
         Ok(Self {
             configs,
             models: Ensemble::new(models),
-            device: device.clone(),
         })
     }
 
@@ -127,7 +125,6 @@ impl Predictor {
         Self {
             configs: vec![config],
             models: Ensemble::new(vec![model]),
-            device: device.clone(),
         }
     }
 
@@ -140,17 +137,12 @@ impl Predictor {
             .iter()
             .flat_map(|d| d.pixels.iter().map(|&p| f32::from(p) / 255.0))
             .collect();
-        let images = Tensor::<4>::from_data(
-            TensorData::new(pixels, [digits.len(), 1, IMAGE_SIDE, IMAGE_SIDE]),
-            &self.device,
-        );
-        let probabilities = self
+        let probabilities: Vec<f32> = self
             .models
-            .log_probabilities(images)
-            .exp()
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("probabilities are float32");
+            .log_probabilities_of(&pixels)
+            .iter()
+            .map(|v| v.exp())
+            .collect();
         probabilities
             .chunks_exact(NUM_CLASSES)
             .zip(digits)

@@ -186,11 +186,25 @@ fn three_sgd_steps_with_sigmoid_equal_pytorchs() {
     }
 }
 
-/// A convolutional network (dropout off, as in the reference files) trained three steps as
-/// PyTorch did: logits and loss of every step, and, where the file has them, the gradients and
+/// A convolutional network (dropout off, as in the reference files) trained three steps on each
+/// engine as PyTorch did: logits and loss of every step, and, where the file has them, the gradients and
 /// the weights after the step, batch norm's running statistics included; then the logits in
 /// eval mode (running statistics) of 100 other digits.
 fn cnn_steps_match_pytorch(file: &str, kind: ModelKind, config: TrainConfig) {
+    for engine in [EngineChoice::Auto, EngineChoice::Burn] {
+        cnn_steps_on_engine_match_pytorch(
+            file,
+            kind,
+            TrainConfig {
+                engine,
+                ..config.clone()
+            },
+        );
+    }
+}
+
+/// [`cnn_steps_match_pytorch`] on the engine `config` chooses.
+fn cnn_steps_on_engine_match_pytorch(file: &str, kind: ModelKind, config: TrainConfig) {
     let path = fixture(file);
     let with_prefix = |prefix: &str| weights::read_safetensors(&path, prefix).unwrap();
     let ModelConfig::Cnn(cnn) = kind.config() else {
@@ -201,7 +215,10 @@ fn cnn_steps_match_pytorch(file: &str, kind: ModelKind, config: TrainConfig) {
         ..cnn
     });
     let device = Device::flex();
+    let fused = config.engine == EngineChoice::Auto;
     let mut trainer = Trainer::new(model, with_prefix("init."), config, &device).unwrap();
+    assert_eq!(trainer.is_fused(), fused);
+    let file = &format!("{file} ({})", if fused { "fused" } else { "Burn" });
     for step in 0..3 {
         let batch = reference_batch(&path, step);
         let values = with_prefix(&format!("step{step}."));

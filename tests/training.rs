@@ -9,8 +9,8 @@ use digits::experiment::{self, Adjustments, Plan};
 use digits::model::{Model, ModelConfig};
 use digits::run::RunDir;
 use digits::train::{
-    CancelToken, Engine, EngineChoice, EpochMetrics, FusedOptimizer, Optimizer, OptimizerKind,
-    Quiet, TrainConfig, TrainError, TrainObserver, Trainer, WhyBurn,
+    CancelToken, Engine, EngineChoice, EpochMetrics, Optimizer, OptimizerKind, Quiet, TrainConfig,
+    TrainError, TrainObserver, Trainer, WhyBurn,
 };
 
 fn tutorial_trainer(epochs: usize) -> Trainer {
@@ -159,33 +159,31 @@ fn every_optimizer_resumes_exactly_on_every_engine_that_trains_it() {
     };
     let adamw = Optimizer::from(OptimizerKind::AdamW);
     let (auto, burn) = (EngineChoice::Auto, EngineChoice::Burn);
-    for (optimizer, engine, chosen) in [
-        (adam, auto, Engine::Fused(FusedOptimizer::Adam)),
-        (adam, burn, Engine::Burn(WhyBurn::Requested)),
-        (sgd, auto, Engine::Fused(FusedOptimizer::Sgd)),
-        (sgd, burn, Engine::Burn(WhyBurn::Requested)),
-        (momentum, auto, Engine::Burn(WhyBurn::Optimizer)),
-        (adamw, auto, Engine::Burn(WhyBurn::Optimizer)),
-    ] {
-        let config = TrainConfig {
-            epochs: 2,
-            optimizer,
-            engine,
-            ..TrainConfig::default()
-        };
-        let mut straight = common::trainer(&model, config.clone(), 0);
-        assert_eq!(straight.engine(), chosen);
-        for _ in 0..2 {
-            straight.train_epoch(&train_set, &mut Quiet).unwrap();
+    for optimizer in [adam, sgd, momentum, adamw] {
+        for (engine, chosen) in [
+            (auto, Engine::Fused),
+            (burn, Engine::Burn(WhyBurn::Requested)),
+        ] {
+            let config = TrainConfig {
+                epochs: 2,
+                optimizer,
+                engine,
+                ..TrainConfig::default()
+            };
+            let mut straight = common::trainer(&model, config.clone(), 0);
+            assert_eq!(straight.engine(), chosen);
+            for _ in 0..2 {
+                straight.train_epoch(&train_set, &mut Quiet).unwrap();
+            }
+
+            let dir = tempfile::tempdir().unwrap();
+            save_one_epoch(dir.path(), &model, config.clone(), &train_set);
+            let mut resumed = resume_run(dir.path(), config.clone());
+            resumed.train_epoch(&train_set, &mut Quiet).unwrap();
+
+            assert_eq!(resumed.epochs_done(), 2);
+            common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-6);
         }
-
-        let dir = tempfile::tempdir().unwrap();
-        save_one_epoch(dir.path(), &model, config.clone(), &train_set);
-        let mut resumed = resume_run(dir.path(), config.clone());
-        resumed.train_epoch(&train_set, &mut Quiet).unwrap();
-
-        assert_eq!(resumed.epochs_done(), 2);
-        common::assert_weights_close(&straight.weights(), &resumed.weights(), 1e-6);
     }
 }
 
@@ -549,8 +547,10 @@ fn marks_that_are_no_digit_are_trained_towards_no_confident_answer() {
     // Marks of the same families as training draws, but never the same ones.
     let unseen_marks = digits::augment::not_digits(200, 12_345);
     let trained = |not_digits: f64| {
+        // Six epochs: after three, the marks' share of the steps still showed as 2 to 7
+        // points of accuracy on some seeds (on either engine), which more training closes.
         let config = TrainConfig {
-            epochs: 3,
+            epochs: 6,
             batch_size: 64,
             lr: 0.003,
             optimizer: digits::train::OptimizerKind::AdamW.into(),
@@ -559,7 +559,7 @@ fn marks_that_are_no_digit_are_trained_towards_no_confident_answer() {
             ..TrainConfig::default()
         };
         let mut trainer = common::trainer(&digits::model::ModelKind::Cnn.config(), config, 0);
-        for _ in 0..3 {
+        for _ in 0..6 {
             trainer.train_epoch(&train_set, &mut Quiet).unwrap();
         }
         let model = trainer.model();

@@ -154,6 +154,23 @@ impl Model {
         }
     }
 
+    /// The device the model lives on.
+    pub fn device(&self) -> Device {
+        self.devices()
+            .into_iter()
+            .next()
+            .expect("a model has at least one parameter")
+    }
+
+    /// The model compiled for digits' CPU engine, if it lives on the CPU and the engine
+    /// computes its plan.
+    pub(crate) fn compiled_for_cpu(&self) -> Option<crate::cpu::Network> {
+        let on_cpu = self.device() == Device::flex();
+        (on_cpu && crate::cpu::computes(&self.plan))
+            .then(|| crate::cpu::Network::new(&self.plan, self.weights()))
+            .and_then(Result::ok)
+    }
+
     /// The weights, in PyTorch's layout and names.
     pub fn weights(&self) -> Weights {
         self.read(Reading::Values)

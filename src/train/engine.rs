@@ -3,27 +3,16 @@
 
 use burn::tensor::Device;
 
-use super::fused::DenseStack;
-use super::{EngineChoice, Optimizer, TrainConfig};
-use crate::model::ModelConfig;
+use super::{EngineChoice, TrainConfig};
+use crate::model::{ModelConfig, Plan};
 
 /// The engine a [`Trainer`](super::Trainer) runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
-    /// The fused MLP path (`src/train/fused.rs`), with the update it takes.
-    Fused(FusedOptimizer),
+    /// digits' own CPU engine ([`crate::cpu`], trained through `src/train/fused.rs`).
+    Fused,
     /// Burn's autodiff and optimizers, and why the fused path does not apply.
     Burn(WhyBurn),
-}
-
-/// The updates the fused path implements, each as PyTorch takes it. Anything else trains on
-/// Burn's path, so the fused path has no update it could take wrongly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FusedOptimizer {
-    /// Adam without weight decay.
-    Adam,
-    /// SGD without momentum or weight decay.
-    Sgd,
 }
 
 /// Why a run trains on Burn's path rather than the fused one.
@@ -31,54 +20,33 @@ pub enum FusedOptimizer {
 pub enum WhyBurn {
     /// The settings ask for Burn (`--engine burn`).
     Requested,
-    /// The model is not an MLP, the only kind the fused path knows.
-    NotAnMlp,
-    /// The MLP has dropout, for which the fused path draws no masks.
-    Dropout,
-    /// The MLP's activation is GELU, whose derivative the fused path cannot take from the
-    /// outputs it keeps, or its layers mix activations.
+    /// The network has a GELU, whose derivative the CPU engine does not implement.
     Activation,
-    /// The optimizer is AdamW, or has weight decay or momentum.
-    Optimizer,
-    /// The loss smooths its labels; the fused path's is the plain cross-entropy.
-    LabelSmoothing,
-    /// Batches carry marks that are no digit, which the fused path does not train on.
-    NotDigits,
     /// The device is not the CPU, where the fused path runs.
     NotCpu,
+    /// The model config lays out no network; building the model says why.
+    NoPlan,
 }
 
-/// The MLP and the update of the fused path for training `model` with `config` on `device`,
-/// wherever that path computes exactly what Burn's would (the same reference tests hold it to
-/// PyTorch's numbers); otherwise why Burn's path trains it.
+/// The plan the fused path trains for `model` with `config` on `device`, wherever that path
+/// applies (the same reference tests hold it to PyTorch's numbers); otherwise why Burn's path
+/// trains it.
 pub(crate) fn fused_path(
     model: &ModelConfig,
     config: &TrainConfig,
     device: &Device,
-) -> Result<(DenseStack, FusedOptimizer), WhyBurn> {
+) -> Result<Plan, WhyBurn> {
     if config.engine == EngineChoice::Burn {
         return Err(WhyBurn::Requested);
     }
-    let plan = model.plan().map_err(|_| WhyBurn::NotAnMlp)?;
-    let stack = DenseStack::of(&plan)?;
-    let optimizer = match config.optimizer {
-        Optimizer::Adam { weight_decay } if weight_decay == 0.0 => FusedOptimizer::Adam,
-        Optimizer::Sgd {
-            momentum,
-            weight_decay,
-        } if momentum == 0.0 && weight_decay == 0.0 => FusedOptimizer::Sgd,
-        Optimizer::Adam { .. } | Optimizer::AdamW { .. } | Optimizer::Sgd { .. } => {
-            return Err(WhyBurn::Optimizer);
-        }
-    };
-    if config.label_smoothing != 0.0 {
-        Err(WhyBurn::LabelSmoothing)
-    } else if config.not_digits != 0.0 {
-        Err(WhyBurn::NotDigits)
-    } else if *device != Device::flex() {
-        Err(WhyBurn::NotCpu)
+    if *device != Device::flex() {
+        return Err(WhyBurn::NotCpu);
+    }
+    let plan = model.plan().map_err(|_| WhyBurn::NoPlan)?;
+    if crate::cpu::computes(&plan) {
+        Ok(plan)
     } else {
-        Ok((stack, optimizer))
+        Err(WhyBurn::Activation)
     }
 }
 
@@ -86,61 +54,37 @@ pub(crate) fn fused_path(
 mod tests {
     use super::*;
     use crate::model::{Activation, MlpConfig, ModelKind};
+    use crate::train::Optimizer;
 
     #[test]
-    fn each_setting_the_fused_path_lacks_sends_a_run_to_burns() {
+    fn only_gelu_and_an_explicit_choice_send_a_cpu_run_to_burns_path() {
         let cpu = Device::flex();
-        let mlp = ModelConfig::default();
         let why = |model: &ModelConfig, config: TrainConfig| {
-            fused_path(model, &config, &cpu).map(|(_, optimizer)| optimizer)
+            fused_path(model, &config, &cpu).map(|_| Engine::Fused)
         };
-        assert_eq!(why(&mlp, TrainConfig::default()), Ok(FusedOptimizer::Adam));
-        let dropout = ModelConfig::Mlp(MlpConfig {
-            dropout: 0.5,
-            ..MlpConfig::default()
-        });
         let gelu = ModelConfig::Mlp(MlpConfig {
             activation: Activation::Gelu,
             ..MlpConfig::default()
         });
-        let activated_logits = ModelConfig::Layers(
-            crate::model::LayersConfig::parse("fc128,relu,fc10,sigmoid").unwrap(),
-        );
-        for (model, config, reason) in [
-            (
-                &ModelKind::Lenet5.config(),
-                TrainConfig::default(),
-                WhyBurn::NotAnMlp,
-            ),
-            (&dropout, TrainConfig::default(), WhyBurn::Dropout),
-            (&gelu, TrainConfig::default(), WhyBurn::Activation),
-            (&activated_logits, TrainConfig::default(), WhyBurn::NotAnMlp),
-            (
-                &mlp,
-                TrainConfig {
-                    optimizer: Optimizer::Adam { weight_decay: 0.01 },
-                    ..TrainConfig::default()
-                },
-                WhyBurn::Optimizer,
-            ),
-            (
-                &mlp,
-                TrainConfig {
-                    label_smoothing: 0.1,
-                    ..TrainConfig::default()
-                },
-                WhyBurn::LabelSmoothing,
-            ),
-            (
-                &mlp,
-                TrainConfig {
-                    not_digits: 0.1,
-                    ..TrainConfig::default()
-                },
-                WhyBurn::NotDigits,
-            ),
+        let anything = TrainConfig {
+            optimizer: Optimizer::AdamW { weight_decay: 0.05 },
+            label_smoothing: 0.1,
+            not_digits: 0.1,
+            ..TrainConfig::default()
+        };
+        for kind in [
+            ModelKind::Mlp,
+            ModelKind::Lenet5,
+            ModelKind::Cnn,
+            ModelKind::CnnLarge,
         ] {
-            assert_eq!(why(model, config), Err(reason));
+            assert_eq!(why(&kind.config(), anything.clone()), Ok(Engine::Fused));
         }
+        assert_eq!(why(&gelu, TrainConfig::default()), Err(WhyBurn::Activation));
+        let burn = TrainConfig {
+            engine: EngineChoice::Burn,
+            ..TrainConfig::default()
+        };
+        assert_eq!(why(&ModelConfig::default(), burn), Err(WhyBurn::Requested));
     }
 }

@@ -24,8 +24,8 @@ use crate::choice::Choice;
 use crate::data::{Batch, Dataset, DatasetName, IMAGE_PIXELS, IMAGE_SIDE};
 use crate::eval::{self, Evaluation};
 use crate::model::{Model, ModelConfig, ModelKind, Weights, WeightsError};
-pub use engine::{Engine, FusedOptimizer, WhyBurn};
-use fused::FusedMlp;
+pub use engine::{Engine, WhyBurn};
+use fused::FusedTrainer;
 pub use state::{OptimizerState, OptimizerStateError};
 
 /// Which optimizer, by name: what `--optimizer` chooses. The tutorial uses Adam and discusses
@@ -267,6 +267,11 @@ impl LrSchedule {
 /// al.'s 0.5, which kept their models' accuracy on the digits themselves.
 const NOT_DIGIT_WEIGHT: f32 = 0.5;
 
+/// A batch's mean loss above which training has diverged: the right class's probability is
+/// below e^-1000, so the weights have blown up. Losses are computed from log-softmax, which
+/// keeps them finite long after that; stopping here keeps a blown-up model out of a checkpoint.
+const DIVERGED_LOSS: f32 = 1000.0;
+
 /// Held while a training step seeds and draws from the backend's random generator.
 static BACKEND_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -313,7 +318,7 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EngineChoice {
-    /// The fused MLP path where it applies, Burn's autodiff elsewhere.
+    /// digits' own CPU engine where it applies, Burn's autodiff elsewhere.
     #[default]
     Auto,
     /// Burn's autodiff and optimizers always.
@@ -635,8 +640,8 @@ pub struct ResumePoint {
     pub batches_done: usize,
 }
 
-/// What does the arithmetic, as [`Engine`] says: Burn's autodiff and optimizers, or the fused
-/// MLP path.
+/// What does the arithmetic, as [`Engine`] says: Burn's autodiff and optimizers, or digits'
+/// own CPU engine.
 // A trainer holds one engine for its whole life, so the variants' sizes do not matter.
 #[allow(clippy::large_enum_variant)]
 enum Arithmetic {
@@ -646,7 +651,7 @@ enum Arithmetic {
         loss: CrossEntropyLoss,
         why: WhyBurn,
     },
-    Fused(FusedMlp),
+    Fused(FusedTrainer),
 }
 
 /// A model being trained, with its optimizer state.
@@ -681,7 +686,12 @@ impl Trainer {
     ) -> Result<Self, TrainError> {
         config.validate()?;
         let arithmetic = match engine::fused_path(&model_config, &config, device) {
-            Ok((stack, optimizer)) => Arithmetic::Fused(FusedMlp::new(stack, weights, optimizer)?),
+            Ok(plan) => Arithmetic::Fused(FusedTrainer::new(
+                &plan,
+                weights,
+                config.optimizer,
+                config.label_smoothing,
+            )?),
             Err(why) => {
                 let device = device.clone().autodiff();
                 let smoothing =
@@ -714,13 +724,13 @@ impl Trainer {
     pub fn engine(&self) -> Engine {
         match &self.arithmetic {
             Arithmetic::Burn { why, .. } => Engine::Burn(*why),
-            Arithmetic::Fused(fused) => Engine::Fused(fused.optimizer()),
+            Arithmetic::Fused(_) => Engine::Fused,
         }
     }
 
-    /// Whether training takes the fused MLP path rather than Burn's autodiff.
+    /// Whether training takes the fused path (digits' CPU engine) rather than Burn's autodiff.
     pub fn is_fused(&self) -> bool {
-        matches!(self.engine(), Engine::Fused(_))
+        self.engine() == Engine::Fused
     }
 
     /// Continues a saved run exactly where it stopped: after `point.epochs_done` epochs and
@@ -823,7 +833,7 @@ impl Trainer {
                 (value, model.gradients(&grads))
             }
             Arithmetic::Fused(fused) => {
-                let value = fused.backward(batch);
+                let value = fused.backward(batch, &[], None, false);
                 (value, fused.tensors(true))
             }
         }
@@ -857,7 +867,9 @@ impl Trainer {
     /// trainings in one process therefore take turns; unseeded ones (`step`, `gradients`)
     /// neither wait nor promise the same masks twice.
     fn step_with(&mut self, batch: &Batch, not_digits: &[f32], seed: Option<u64>) -> f32 {
-        let _generator = seed.map(|seed| {
+        // The fused path seeds its own generator from `seed`.
+        let burn_seed = seed.filter(|_| !self.is_fused());
+        let _generator = burn_seed.map(|seed| {
             let held = BACKEND_GENERATOR
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -878,7 +890,7 @@ impl Trainer {
                 *model = optimizer.step(self.last_lr, model.clone(), grads);
                 value
             }
-            Arithmetic::Fused(fused) => fused.step(batch, self.last_lr),
+            Arithmetic::Fused(fused) => fused.step(batch, not_digits, self.last_lr, seed),
         };
         self.step_in_epoch += 1;
         value
@@ -911,8 +923,9 @@ impl Trainer {
         digit_loss + spread.mul_scalar(NOT_DIGIT_WEIGHT)
     }
 
-    /// One pass over `data`; returns each batch's loss. Stops at the first loss that is not
-    /// finite, before it can spread into a checkpoint.
+    /// One pass over `data`; returns each batch's loss. Stops at the first loss that says
+    /// training diverged (not finite, or above [`DIVERGED_LOSS`]), before it can spread into a
+    /// checkpoint.
     pub fn train_epoch(
         &mut self,
         data: &Dataset,
@@ -948,7 +961,8 @@ impl Trainer {
             // Dropout's generator is seeded afresh for every batch: a run is the same every
             // time, and a run resumed mid-epoch draws what the uninterrupted one would have.
             let loss = self.step_with(&batch, &not_digits.pixels, Some(seed));
-            if !loss.is_finite() {
+            // Also true of NaN.
+            if !(loss < DIVERGED_LOSS) {
                 return Err(TrainError::Diverged {
                     epoch,
                     batch: index,
@@ -1213,5 +1227,58 @@ mod tests {
         assert_eq!(a, shuffled(100, 7, 1));
         assert_ne!(a, shuffled(100, 7, 2));
         assert_ne!(a, shuffled(100, 8, 1));
+    }
+
+    #[test]
+    fn both_engines_take_the_same_step_on_digits_and_marks_that_are_none() {
+        let ModelConfig::Cnn(cnn) = crate::model::ModelKind::Cnn.config() else {
+            unreachable!("cnn is convolutional")
+        };
+        // Without dropout, whose masks the engines draw differently.
+        let model = ModelConfig::Cnn(crate::model::CnnConfig {
+            dropout: 0.0,
+            ..cnn
+        });
+        let data = Dataset::lite(crate::data::Split::Train).truncated(16);
+        let batch = data.batches(16, None).next().unwrap();
+        let marks = augment::not_digits(4, 7);
+        let mut results = Vec::new();
+        for engine in [EngineChoice::Auto, EngineChoice::Burn] {
+            let config = TrainConfig {
+                optimizer: Optimizer::AdamW { weight_decay: 0.05 },
+                label_smoothing: 0.1,
+                engine,
+                ..TrainConfig::default()
+            };
+            let weights = model.initial_weights(0);
+            let mut trainer =
+                Trainer::new(model.clone(), weights, config, &Device::flex()).unwrap();
+            let losses: Vec<f32> = (0..2)
+                .map(|_| trainer.step_with(&batch, &marks, Some(1)))
+                .collect();
+            results.push((losses, trainer.weights()));
+        }
+        let [(fused_losses, fused), (burn_losses, burn)] = &results[..] else {
+            unreachable!("two engines")
+        };
+        for (a, b) in fused_losses.iter().zip(burn_losses) {
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs(),
+                "losses {fused_losses:?} against {burn_losses:?}"
+            );
+        }
+        for (name, tensor) in fused {
+            // Relative to the tensor's size, as the PyTorch reference tests measure.
+            let squares = |values: &mut dyn Iterator<Item = f32>| {
+                values
+                    .map(|v| f64::from(v) * f64::from(v))
+                    .sum::<f64>()
+                    .sqrt()
+            };
+            let reference = &burn[name].values;
+            let difference = squares(&mut tensor.values.iter().zip(reference).map(|(a, b)| a - b))
+                / squares(&mut reference.iter().copied()).max(1e-12);
+            assert!(difference < 1e-4, "{name} differs by {difference}");
+        }
     }
 }

@@ -262,13 +262,14 @@ mod tests {
     use crate::data::{Dataset, Split};
     use crate::model::ModelKind;
     use crate::run::{RunConfig, RunDir};
-    use crate::train::{Arithmetic, OptimizerKind, TrainConfig, Trainer};
+    use crate::train::{Arithmetic, EngineChoice, OptimizerKind, TrainConfig, Trainer};
 
     /// A few AdamW steps of `model` on Burn's path.
     fn trained(model: ModelKind) -> Trainer {
         let model = model.config();
         let config = TrainConfig {
             optimizer: OptimizerKind::AdamW.into(),
+            engine: EngineChoice::Burn,
             ..TrainConfig::default()
         };
         let weights = model.initial_weights(0);
@@ -306,7 +307,7 @@ mod tests {
                 .to_burn_record(trainer.model_config(), &weights)
                 .unwrap();
             let Arithmetic::Burn { model, .. } = &trainer.arithmetic else {
-                panic!("CNNs train on Burn's path");
+                panic!("trained on Burn's path");
             };
             let again = OptimizerState::from_burn_record(record, model).unwrap();
             assert_eq!(again, state);
@@ -317,7 +318,7 @@ mod tests {
     fn a_run_saved_with_burns_own_record_resumes_from_it() {
         let trainer = trained(ModelKind::Cnn);
         let Arithmetic::Burn { optimizer, .. } = &trainer.arithmetic else {
-            panic!("CNNs train on Burn's path");
+            panic!("trained on Burn's path");
         };
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::create(dir.path()).unwrap();

@@ -1,0 +1,892 @@
+//! The arithmetic of each layer kind, forward and backward, over flat `f32` buffers.
+//!
+//! Feature maps are kept channels-last (`[N, H, W, C]`): a convolution's input patch is then
+//! `kernel` runs of `kernel * C` contiguous values, its output is the GEMM's output as it
+//! stands, and batch norm, activations and pooling sweep whole rows of channels. Work is split
+//! over images (or rows) with rayon, each piece writing its own slice, so results do not depend
+//! on the number of threads except for the order of a few sums.
+
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use rayon::prelude::*;
+
+/// Element-wise passes are split into pieces of at least this many values: below it a thread
+/// hand-off costs more than the pass.
+const PARALLEL_PIECE: usize = 1 << 15;
+
+/// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
+pub(crate) fn gemm(
+    [m, k, n]: [usize; 3],
+    (a, a_rows, a_cols): (&[f32], usize, usize),
+    (b, b_rows, b_cols): (&[f32], usize, usize),
+    c: &mut [f32],
+) {
+    assert!(c.len() >= m * n);
+    assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rows + (k - 1) * a_cols);
+    assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rows + (n - 1) * b_cols);
+    // SAFETY: the asserts above keep every element the strides reach inside its slice, and
+    // `c` (borrowed mutably) cannot alias `a` or `b`. One thread per product: the callers
+    // split the work over the cores themselves.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            a_cols as isize,
+            a_rows as isize,
+            b.as_ptr(),
+            b_cols as isize,
+            b_rows as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// How many images each thread takes: the batch split evenly over rayon's threads, or all of
+/// them when the caller already runs on one of those threads (inference splits its batch
+/// once, at the top, and each piece then runs every layer on its own thread).
+pub(crate) fn images_per_thread(images: usize) -> usize {
+    if rayon::current_thread_index().is_some() {
+        return images.max(1);
+    }
+    images.div_ceil(rayon::current_num_threads()).max(1)
+}
+
+/// `out[i] = f(input[i])`, in parallel pieces when the buffer is large.
+pub(crate) fn map(input: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    out.par_chunks_mut(PARALLEL_PIECE)
+        .zip(input.par_chunks(PARALLEL_PIECE))
+        .for_each(|(out, input)| {
+            out.iter_mut().zip(input).for_each(|(o, &v)| *o = f(v));
+        });
+}
+
+/// `out[i] = f(a[i], b[i])`, in parallel pieces.
+pub(crate) fn zip_map(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    out.par_chunks_mut(PARALLEL_PIECE)
+        .zip(
+            a.par_chunks(PARALLEL_PIECE)
+                .zip(b.par_chunks(PARALLEL_PIECE)),
+        )
+        .for_each(|(out, (a, b))| {
+            for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+                *o = f(a, b);
+            }
+        });
+}
+
+/// Dropout with probability `p`: each value kept (and scaled by `1 / (1 - p)`) when a 32-bit
+/// draw is at or above `p * 2^32`; `mask` keeps each value's factor for the backward pass.
+/// Every piece of the buffer draws from its own generator, seeded from `seed` and the piece's
+/// place, so the masks do not depend on the number of threads.
+pub(crate) fn dropout(input: &[f32], p: f32, seed: u64, mask: &mut [f32], out: &mut [f32]) {
+    let threshold = (p as f64 * 4_294_967_296.0) as u64;
+    let scale = 1.0 / (1.0 - p);
+    mask.par_chunks_mut(PARALLEL_PIECE)
+        .zip(out.par_chunks_mut(PARALLEL_PIECE))
+        .zip(input.par_chunks(PARALLEL_PIECE))
+        .enumerate()
+        .for_each(|(piece, ((mask, out), input))| {
+            let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(piece as u64));
+            for ((m, o), x) in mask
+                .chunks_mut(2)
+                .zip(out.chunks_mut(2))
+                .zip(input.chunks(2))
+            {
+                let draws = rng.next_u64();
+                for (i, draw) in [draws as u32, (draws >> 32) as u32]
+                    .into_iter()
+                    .enumerate()
+                    .take(m.len())
+                {
+                    m[i] = if draw as u64 >= threshold { scale } else { 0.0 };
+                    o[i] = x[i] * m[i];
+                }
+            }
+        });
+}
+
+/// A convolution's geometry: square kernel, stride 1, zero padding on every side.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvGeometry {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub kernel: usize,
+    pub padding: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl ConvGeometry {
+    pub fn out_height(&self) -> usize {
+        self.height + 2 * self.padding + 1 - self.kernel
+    }
+
+    pub fn out_width(&self) -> usize {
+        self.width + 2 * self.padding + 1 - self.kernel
+    }
+
+    /// Output pixels per image: the rows one image adds to the GEMM.
+    pub fn out_pixels(&self) -> usize {
+        self.out_height() * self.out_width()
+    }
+
+    /// Values in one patch: the GEMM's inner dimension.
+    pub fn patch(&self) -> usize {
+        self.kernel * self.kernel * self.inputs
+    }
+
+    pub fn in_len(&self) -> usize {
+        self.height * self.width * self.inputs
+    }
+
+    pub fn out_len(&self) -> usize {
+        self.out_pixels() * self.outputs
+    }
+
+    /// PyTorch's weight `[O, C, k, k]` as the GEMM's right-hand matrix `[(ky, kx, c), O]`.
+    pub fn pack_weight(&self, weight: &[f32], packed: &mut Vec<f32>) {
+        let (k, c, o) = (self.kernel, self.inputs, self.outputs);
+        packed.resize(self.patch() * o, 0.0);
+        for out in 0..o {
+            for ci in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        packed[((ky * k + kx) * c + ci) * o + out] =
+                            weight[((out * c + ci) * k + ky) * k + kx];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The inverse of [`ConvGeometry::pack_weight`], for the weight's gradient.
+    pub fn unpack_weight(&self, packed: &[f32], weight: &mut [f32]) {
+        let (k, c, o) = (self.kernel, self.inputs, self.outputs);
+        for out in 0..o {
+            for ci in 0..c {
+                for ky in 0..k {
+                    for kx in 0..k {
+                        weight[((out * c + ci) * k + ky) * k + kx] =
+                            packed[((ky * k + kx) * c + ci) * o + out];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `visit(offset in the patches, Some(offset in the image), length)` for each run of
+    /// image values a patch row holds, and `visit(offset, None, length)` for each run of it
+    /// that overhangs the image: im2col copies the runs in and zeroes the overhangs, col2im
+    /// adds the runs back.
+    fn runs(&self, mut visit: impl FnMut(usize, Option<usize>, usize)) {
+        let (k, c, p) = (self.kernel, self.inputs, self.padding as isize);
+        let patch = self.patch();
+        for oy in 0..self.out_height() {
+            for ox in 0..self.out_width() {
+                let row = (oy * self.out_width() + ox) * patch;
+                // The kernel row's columns that fall inside the image.
+                let first = (p - ox as isize).clamp(0, k as isize) as usize;
+                let last = (self.width as isize + p - ox as isize).clamp(first as isize, k as isize)
+                    as usize;
+                for ky in 0..k {
+                    let at = row + ky * k * c;
+                    let iy = oy as isize + ky as isize - p;
+                    if iy < 0 || iy >= self.height as isize {
+                        visit(at, None, k * c);
+                        continue;
+                    }
+                    if first > 0 {
+                        visit(at, None, first * c);
+                    }
+                    if last > first {
+                        let ix = (ox + first) as isize - p;
+                        let image = (iy as usize * self.width + ix as usize) * c;
+                        visit(at + first * c, Some(image), (last - first) * c);
+                    }
+                    if last < k {
+                        visit(at + last * c, None, (k - last) * c);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One image's patches, one row each (`[out_pixels, patch]`), zero where they overhang.
+    pub fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+        self.runs(|row, at, len| {
+            let cols = &mut cols[row..row + len];
+            match at {
+                Some(at) => cols.copy_from_slice(&image[at..at + len]),
+                None => cols.fill(0.0),
+            }
+        });
+    }
+
+    /// Adds every patch row of `cols` back onto the image positions it came from.
+    pub fn col2im(&self, cols: &[f32], image: &mut [f32]) {
+        image.fill(0.0);
+        self.runs(|row, at, len| {
+            if let Some(at) = at {
+                for (v, &d) in image[at..at + len].iter_mut().zip(&cols[row..row + len]) {
+                    *v += d;
+                }
+            }
+        });
+    }
+
+    /// Images whose patches are built and multiplied together: about 512 KB of patches,
+    /// which stay in a core's cache between im2col and the GEMM.
+    fn group(&self) -> usize {
+        ((512 << 10) / (self.out_pixels() * self.patch() * 4)).max(1)
+    }
+
+    /// The forward pass of a batch: `out = patches · packed + bias`, a few images at a time.
+    pub fn forward(&self, input: &[f32], packed: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+        let images = input.len() / self.in_len();
+        let (pixels, patch, o) = (self.out_pixels(), self.patch(), self.outputs);
+        let per = images_per_thread(images);
+        let group = self.group().min(per);
+        input
+            .par_chunks(per * self.in_len())
+            .zip(out.par_chunks_mut(per * self.out_len()))
+            .for_each(|(input, out)| {
+                let mut cols = vec![0.0; group * pixels * patch];
+                for (input, out) in input
+                    .chunks(group * self.in_len())
+                    .zip(out.chunks_mut(group * self.out_len()))
+                {
+                    let rows = out.len() / o;
+                    for (image, cols) in input
+                        .chunks_exact(self.in_len())
+                        .zip(cols.chunks_exact_mut(pixels * patch))
+                    {
+                        self.im2col(image, cols);
+                    }
+                    gemm([rows, patch, o], (&cols, patch, 1), (packed, o, 1), out);
+                    if let Some(bias) = bias {
+                        for row in out.chunks_exact_mut(o) {
+                            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                        }
+                    }
+                }
+            });
+    }
+
+    /// The backward pass, rebuilding the patches of `input` a few images at a time: the packed
+    /// weight's gradient (and the bias's) from the output's gradient `d_out`; with `d_input`,
+    /// the input's gradient.
+    pub fn backward(
+        &self,
+        input: &[f32],
+        packed: &[f32],
+        d_out: &[f32],
+        d_packed: &mut [f32],
+        d_bias: Option<&mut [f32]>,
+        mut d_input: Option<&mut [f32]>,
+    ) {
+        let (pixels, patch, o) = (self.out_pixels(), self.patch(), self.outputs);
+        let group = self.group();
+        let d_inputs: Vec<Option<&mut [f32]>> = match d_input.as_deref_mut() {
+            Some(d_input) => d_input
+                .chunks_mut(group * self.in_len())
+                .map(Some)
+                .collect(),
+            None => (0..d_out.len().div_ceil(group * self.out_len()))
+                .map(|_| None)
+                .collect(),
+        };
+        // Each group's share of the weight gradient, summed after in order: the same bits
+        // whatever the number of threads.
+        let partial: Vec<Vec<f32>> = input
+            .par_chunks(group * self.in_len())
+            .zip(d_out.par_chunks(group * self.out_len()))
+            .zip(d_inputs)
+            .map(|((input, d_out), d_input)| {
+                let rows = d_out.len() / o;
+                let mut cols = vec![0.0; rows * patch];
+                for (image, cols) in input
+                    .chunks_exact(self.in_len())
+                    .zip(cols.chunks_exact_mut(pixels * patch))
+                {
+                    self.im2col(image, cols);
+                }
+                let mut grad = vec![0.0; patch * o];
+                gemm(
+                    [patch, rows, o],
+                    (&cols, 1, patch),
+                    (d_out, o, 1),
+                    &mut grad,
+                );
+                if let Some(d_input) = d_input {
+                    // Patch gradients `d_out · packedᵀ`, then folded back onto the images.
+                    gemm([rows, o, patch], (d_out, o, 1), (packed, 1, o), &mut cols);
+                    for (d_image, cols) in d_input
+                        .chunks_exact_mut(self.in_len())
+                        .zip(cols.chunks_exact(pixels * patch))
+                    {
+                        self.col2im(cols, d_image);
+                    }
+                }
+                grad
+            })
+            .collect();
+        d_packed.fill(0.0);
+        for grad in partial {
+            d_packed.iter_mut().zip(&grad).for_each(|(d, g)| *d += g);
+        }
+        if let Some(d_bias) = d_bias {
+            d_bias.fill(0.0);
+            for row in d_out.chunks_exact(o) {
+                d_bias.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+            }
+        }
+    }
+}
+
+/// Per-channel sums of two quantities over channels-last rows: `add(block, first, second)`
+/// adds one block of rows' contributions in `f32`; the blocks' sums are added in `f64`, in
+/// order, so that large batches lose no precision and the result is the same bits whatever
+/// the number of threads.
+fn channel_sums(
+    blocks: usize,
+    channels: usize,
+    add: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> (Vec<f64>, Vec<f64>) {
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = (0..blocks)
+        .into_par_iter()
+        .map(|block| {
+            let (mut first, mut second) = (vec![0.0f32; channels], vec![0.0f32; channels]);
+            add(block, &mut first, &mut second);
+            (first, second)
+        })
+        .collect();
+    let (mut a, mut b) = (vec![0.0f64; channels], vec![0.0f64; channels]);
+    for (first, second) in partial {
+        a.iter_mut().zip(&first).for_each(|(a, &s)| *a += s as f64);
+        b.iter_mut().zip(&second).for_each(|(b, &s)| *b += s as f64);
+    }
+    (a, b)
+}
+
+/// Rows per block of [`channel_sums`] when the rows are not grouped by image.
+const SUM_BLOCK: usize = 256;
+
+/// `out = input * scale[c] + shift[c]` over channels-last rows.
+pub(crate) fn scale_shift(input: &[f32], scale: &[f32], shift: &[f32], out: &mut [f32]) {
+    let channels = scale.len();
+    let piece = PARALLEL_PIECE.div_ceil(channels) * channels;
+    out.par_chunks_mut(piece)
+        .zip(input.par_chunks(piece))
+        .for_each(|(out, input)| scale_shift_rows(input, scale, shift, out));
+}
+
+fn scale_shift_rows(input: &[f32], scale: &[f32], shift: &[f32], out: &mut [f32]) {
+    let channels = scale.len();
+    for (out, input) in out
+        .chunks_exact_mut(channels)
+        .zip(input.chunks_exact(channels))
+    {
+        for (((o, &x), &a), &b) in out.iter_mut().zip(input).zip(scale).zip(shift) {
+            *o = x * a + b;
+        }
+    }
+}
+
+/// The batch's mean and biased variance per channel of channels-last `input`. The sums are
+/// taken around the first row's values, so that a mean far from zero cancels nothing.
+pub(crate) fn batch_statistics(input: &[f32], channels: usize) -> (Vec<f64>, Vec<f64>) {
+    let block = SUM_BLOCK * channels;
+    let origin = &input[..channels];
+    let (sum, squares) = channel_sums(input.len().div_ceil(block), channels, |i, sum, squares| {
+        let rows = &input[i * block..((i + 1) * block).min(input.len())];
+        for row in rows.chunks_exact(channels) {
+            for (((s, q), &x), &o) in sum.iter_mut().zip(squares.iter_mut()).zip(row).zip(origin) {
+                let x = x - o;
+                *s += x;
+                *q += x * x;
+            }
+        }
+    });
+    let n = (input.len() / channels) as f64;
+    let shift: Vec<f64> = sum.iter().map(|s| s / n).collect();
+    let variance = squares
+        .iter()
+        .zip(&shift)
+        .map(|(q, m)| (q / n - m * m).max(0.0))
+        .collect();
+    let mean = shift
+        .iter()
+        .zip(origin)
+        .map(|(m, &o)| m + o as f64)
+        .collect();
+    (mean, variance)
+}
+
+/// What batch norm's backward pass needs besides the output's gradient: the input, the
+/// batch's statistics and the scale.
+pub(crate) struct NormSaved<'a> {
+    pub input: &'a [f32],
+    pub mean: &'a [f32],
+    pub inv_std: &'a [f32],
+    pub gamma: &'a [f32],
+}
+
+impl NormSaved<'_> {
+    /// From `Σ d` and `Σ d·x̂` per channel over `rows` rows: the gradients of the shift and the
+    /// scale, and what the input's gradient takes.
+    fn finish(
+        &self,
+        (sum, dot): (Vec<f64>, Vec<f64>),
+        rows: usize,
+        d_gamma: &mut [f32],
+        d_beta: &mut [f32],
+    ) -> NormInputGradient {
+        let channels = self.mean.len();
+        let n = rows as f64;
+        let mut gradient = NormInputGradient {
+            coefficient: vec![0.0; channels],
+            mean_d: vec![0.0; channels],
+            centred: vec![0.0; channels],
+            mean: self.mean.to_vec(),
+        };
+        for c in 0..channels {
+            d_beta[c] = sum[c] as f32;
+            d_gamma[c] = dot[c] as f32;
+            let inv_std = self.inv_std[c] as f64;
+            let k = self.gamma[c] as f64 * inv_std;
+            gradient.coefficient[c] = k as f32;
+            gradient.mean_d[c] = (sum[c] / n) as f32;
+            gradient.centred[c] = (k * inv_std * dot[c] / n) as f32;
+        }
+        gradient
+    }
+}
+
+/// Batch norm's input gradient, `γ/σ · (d − mean(d) − x̂ · mean(d·x̂))`, as
+/// `coefficient · (d − mean_d) − (x − mean) · centred` per channel.
+struct NormInputGradient {
+    coefficient: Vec<f32>,
+    mean_d: Vec<f32>,
+    centred: Vec<f32>,
+    mean: Vec<f32>,
+}
+
+impl NormInputGradient {
+    /// Over channels-last rows of the input `x`, with the output's gradient `d` (zero where
+    /// `None`).
+    fn rows(&self, x: &[f32], d: Option<&[f32]>, d_input: &mut [f32]) {
+        let channels = self.mean.len();
+        let rows = d_input
+            .chunks_exact_mut(channels)
+            .zip(x.chunks_exact(channels));
+        match d {
+            Some(d) => {
+                for ((d_input, x), d) in rows.zip(d.chunks_exact(channels)) {
+                    for c in 0..channels {
+                        d_input[c] = self.coefficient[c] * (d[c] - self.mean_d[c])
+                            - (x[c] - self.mean[c]) * self.centred[c];
+                    }
+                }
+            }
+            None => {
+                for (d_input, x) in rows {
+                    for c in 0..channels {
+                        d_input[c] = -self.coefficient[c] * self.mean_d[c]
+                            - (x[c] - self.mean[c]) * self.centred[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Batch norm's backward pass over channels-last rows: `d_input` from the output's gradient,
+/// and the gradients of the scale (`gamma`) and shift (`beta`).
+pub(crate) fn batch_norm_backward(
+    saved: NormSaved,
+    d_out: &[f32],
+    d_gamma: &mut [f32],
+    d_beta: &mut [f32],
+    d_input: Option<&mut [f32]>,
+) {
+    let channels = saved.mean.len();
+    let block = SUM_BLOCK * channels;
+    let sums = channel_sums(d_out.len().div_ceil(block), channels, |i, sum, dot| {
+        let range = i * block..((i + 1) * block).min(d_out.len());
+        let rows = d_out[range.clone()].chunks_exact(channels);
+        for (d, x) in rows.zip(saved.input[range].chunks_exact(channels)) {
+            for c in 0..channels {
+                sum[c] += d[c];
+                dot[c] += d[c] * (x[c] - saved.mean[c]) * saved.inv_std[c];
+            }
+        }
+    });
+    let gradient = saved.finish(sums, d_out.len() / channels, d_gamma, d_beta);
+    let Some(d_input) = d_input else { return };
+    let piece = PARALLEL_PIECE.div_ceil(channels) * channels;
+    d_input
+        .par_chunks_mut(piece)
+        .zip(d_out.par_chunks(piece).zip(saved.input.par_chunks(piece)))
+        .for_each(|(d_input, (d_out, input))| gradient.rows(input, Some(d_out), d_input));
+}
+
+/// A 2x2, stride-2 pooling over channels-last images (odd edges dropped, as PyTorch does).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolGeometry {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+}
+
+/// One pooling window over a row of channels: the largest of the four values (each
+/// `relu(x * scale + shift)` with `NORM_RELU`, else `x`) and which of them it was, the first
+/// of equal values winning as in PyTorch. Written as straight loops over channels, which the
+/// compiler vectorizes.
+#[inline(always)]
+fn max_window<const NORM_RELU: bool>(
+    rows: [&[f32]; 4],
+    scale: &[f32],
+    shift: &[f32],
+    out: &mut [f32],
+    argmax: &mut [u8],
+) {
+    let value = |row: &[f32], ch: usize| {
+        if NORM_RELU {
+            (row[ch] * scale[ch] + shift[ch]).max(0.0)
+        } else {
+            row[ch]
+        }
+    };
+    for ch in 0..out.len() {
+        let (mut max, mut best) = (value(rows[0], ch), 0);
+        for (i, row) in rows.iter().enumerate().skip(1) {
+            let v = value(row, ch);
+            if v > max {
+                (max, best) = (v, i as u8);
+            }
+        }
+        out[ch] = max;
+        argmax[ch] = best;
+    }
+}
+
+/// Runs `work` on the matching items of three parallel iterators: a batch's pieces, one per
+/// thread, in several buffers.
+fn for_each_zipped<A: Send, B: Send, C: Send>(
+    a: impl IndexedParallelIterator<Item = A>,
+    b: impl IndexedParallelIterator<Item = B>,
+    c: impl IndexedParallelIterator<Item = C>,
+    work: impl Fn(A, B, C) + Sync + Send,
+) {
+    a.zip(b).zip(c).for_each(|((a, b), c)| work(a, b, c));
+}
+
+impl PoolGeometry {
+    pub fn in_len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+
+    pub fn out_len(&self) -> usize {
+        (self.height / 2) * (self.width / 2) * self.channels
+    }
+
+    /// Calls `visit(out_offset, [offsets of the window's four rows of channels])` for every
+    /// window of one image.
+    fn windows(&self, mut visit: impl FnMut(usize, [usize; 4])) {
+        let (w, c) = (self.width, self.channels);
+        for py in 0..self.height / 2 {
+            for px in 0..w / 2 {
+                let top = (2 * py * w + 2 * px) * c;
+                let bottom = top + w * c;
+                visit((py * (w / 2) + px) * c, [top, top + c, bottom, bottom + c]);
+            }
+        }
+    }
+
+    /// Max pooling of `transform(x)`: with no transform, plain max pooling; with batch norm's
+    /// per-channel scale and shift, batch norm, ReLU and max pooling in one pass. `argmax`
+    /// keeps which of the four won each window (the first of equal values, as in PyTorch).
+    pub fn max_forward(
+        &self,
+        input: &[f32],
+        transform: Option<(&[f32], &[f32])>,
+        out: &mut [f32],
+        argmax: &mut [u8],
+    ) {
+        let c = self.channels;
+        let per = images_per_thread(input.len() / self.in_len());
+        for_each_zipped(
+            input.par_chunks(per * self.in_len()),
+            out.par_chunks_mut(per * self.out_len()),
+            argmax.par_chunks_mut(per * self.out_len()),
+            |input, out, argmax| {
+                for ((image, out), argmax) in input
+                    .chunks_exact(self.in_len())
+                    .zip(out.chunks_exact_mut(self.out_len()))
+                    .zip(argmax.chunks_exact_mut(self.out_len()))
+                {
+                    self.windows(|o, rows| {
+                        let rows = rows.map(|at| &image[at..at + c]);
+                        let (out, argmax) = (&mut out[o..o + c], &mut argmax[o..o + c]);
+                        match transform {
+                            Some((scale, shift)) => {
+                                max_window::<true>(rows, scale, shift, out, argmax)
+                            }
+                            None => max_window::<false>(rows, &[], &[], out, argmax),
+                        }
+                    });
+                }
+            },
+        );
+    }
+
+    pub fn max_backward(&self, d_out: &[f32], argmax: &[u8], d_input: &mut [f32]) {
+        let c = self.channels;
+        let per = images_per_thread(d_out.len() / self.out_len());
+        for_each_zipped(
+            d_input.par_chunks_mut(per * self.in_len()),
+            d_out.par_chunks(per * self.out_len()),
+            argmax.par_chunks(per * self.out_len()),
+            |d_input, d_out, argmax| {
+                d_input.fill(0.0);
+                for ((d_image, d_out), argmax) in d_input
+                    .chunks_exact_mut(self.in_len())
+                    .zip(d_out.chunks_exact(self.out_len()))
+                    .zip(argmax.chunks_exact(self.out_len()))
+                {
+                    self.windows(|o, rows| {
+                        for ch in 0..c {
+                            d_image[rows[argmax[o + ch] as usize] + ch] = d_out[o + ch];
+                        }
+                    });
+                }
+            },
+        );
+    }
+
+    /// The backward pass of batch norm, ReLU and max pooling fused by
+    /// [`PoolGeometry::max_forward`]: only each window's winner gets the pooled gradient, and
+    /// only where the ReLU let it through (`pooled > 0`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn norm_relu_max_backward(
+        &self,
+        saved: NormSaved,
+        pooled: &[f32],
+        d_pooled: &[f32],
+        argmax: &[u8],
+        d_gamma: &mut [f32],
+        d_beta: &mut [f32],
+        d_input: Option<&mut [f32]>,
+    ) {
+        let c = self.channels;
+        let images = pooled.len() / self.out_len();
+        let (in_len, out_len) = (self.in_len(), self.out_len());
+        let sums = channel_sums(images, c, |image, sum, dot| {
+            let input = &saved.input[image * in_len..][..in_len];
+            let at = image * out_len;
+            self.windows(|o, rows| {
+                for ch in 0..c {
+                    let o = at + o + ch;
+                    if pooled[o] > 0.0 {
+                        let x = input[rows[argmax[o] as usize] + ch];
+                        sum[ch] += d_pooled[o];
+                        dot[ch] += d_pooled[o] * (x - saved.mean[ch]) * saved.inv_std[ch];
+                    }
+                }
+            });
+        });
+        let gradient = saved.finish(sums, images * self.height * self.width, d_gamma, d_beta);
+        let Some(d_input) = d_input else { return };
+        let per = images_per_thread(images);
+        for_each_zipped(
+            d_input.par_chunks_mut(per * in_len),
+            saved.input.par_chunks(per * in_len),
+            (pooled.par_chunks(per * out_len))
+                .zip(d_pooled.par_chunks(per * out_len))
+                .zip(argmax.par_chunks(per * out_len)),
+            |d_input, input, ((pooled, d_pooled), argmax)| {
+                for (image, (d_image, input)) in d_input
+                    .chunks_exact_mut(in_len)
+                    .zip(input.chunks_exact(in_len))
+                    .enumerate()
+                {
+                    // Every value's share of the batch terms, then the winners' own gradient.
+                    gradient.rows(input, None, d_image);
+                    let at = image * out_len;
+                    self.windows(|o, rows| {
+                        for ch in 0..c {
+                            let o = at + o + ch;
+                            if pooled[o] > 0.0 {
+                                d_image[rows[argmax[o] as usize] + ch] +=
+                                    gradient.coefficient[ch] * d_pooled[o];
+                            }
+                        }
+                    });
+                }
+            },
+        );
+    }
+
+    pub fn average_forward(&self, input: &[f32], out: &mut [f32]) {
+        let c = self.channels;
+        let per = images_per_thread(input.len() / self.in_len());
+        input
+            .par_chunks(per * self.in_len())
+            .zip(out.par_chunks_mut(per * self.out_len()))
+            .for_each(|(input, out)| {
+                for (image, out) in input
+                    .chunks_exact(self.in_len())
+                    .zip(out.chunks_exact_mut(self.out_len()))
+                {
+                    self.windows(|o, rows| {
+                        for ch in 0..c {
+                            out[o + ch] = rows.iter().map(|&r| image[r + ch]).sum::<f32>() * 0.25;
+                        }
+                    });
+                }
+            });
+    }
+
+    pub fn average_backward(&self, d_out: &[f32], d_input: &mut [f32]) {
+        let c = self.channels;
+        let per = images_per_thread(d_out.len() / self.out_len());
+        d_input
+            .par_chunks_mut(per * self.in_len())
+            .zip(d_out.par_chunks(per * self.out_len()))
+            .for_each(|(d_input, d_out)| {
+                d_input.fill(0.0);
+                for (d_image, d_out) in d_input
+                    .chunks_exact_mut(self.in_len())
+                    .zip(d_out.chunks_exact(self.out_len()))
+                {
+                    self.windows(|o, rows| {
+                        for ch in 0..c {
+                            rows.iter()
+                                .for_each(|&r| d_image[r + ch] = d_out[o + ch] * 0.25);
+                        }
+                    });
+                }
+            });
+    }
+}
+
+/// Channels-last feature maps `[N, H, W, C]` to PyTorch's flattened order `[N, C*H*W]`, or
+/// back (`inverse`).
+pub(crate) fn flatten(input: &[f32], [h, w, c]: [usize; 3], out: &mut [f32], inverse: bool) {
+    let len = h * w * c;
+    out.par_chunks_mut(len)
+        .zip(input.par_chunks(len))
+        .for_each(|(out, image)| {
+            for pixel in 0..h * w {
+                for ch in 0..c {
+                    let (nhwc, nchw) = (pixel * c + ch, ch * h * w + pixel);
+                    if inverse {
+                        out[nhwc] = image[nchw];
+                    } else {
+                        out[nchw] = image[nhwc];
+                    }
+                }
+            }
+        });
+}
+
+/// `out = activation(input · weightᵀ + bias)` for a fully connected layer with PyTorch's
+/// `[out, in]` weight; rows split over threads when the product is large enough to pay for it.
+pub(crate) fn linear_forward(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    [inputs, outputs]: [usize; 2],
+    out: &mut [f32],
+    activation: impl Fn(f32) -> f32 + Sync,
+) {
+    let rows = input.len() / inputs;
+    let per = if rows * inputs * outputs >= 1 << 23 {
+        images_per_thread(rows)
+    } else {
+        rows.max(1)
+    };
+    out.par_chunks_mut(per * outputs)
+        .zip(input.par_chunks(per * inputs))
+        .for_each(|(out, input)| {
+            let rows = input.len() / inputs;
+            gemm(
+                [rows, inputs, outputs],
+                (input, inputs, 1),
+                (weight, 1, inputs),
+                out,
+            );
+            for row in out.chunks_exact_mut(outputs) {
+                row.iter_mut()
+                    .zip(bias)
+                    .for_each(|(v, b)| *v = activation(*v + b));
+            }
+        });
+}
+
+/// A fully connected layer's backward pass: the weight's gradient `d_outᵀ · input` (output
+/// rows split over threads), the bias's, and with `d_input`, `d_out · weight`.
+pub(crate) fn linear_backward(
+    input: &[f32],
+    weight: &[f32],
+    d_out: &[f32],
+    [inputs, outputs]: [usize; 2],
+    d_weight: &mut [f32],
+    d_bias: &mut [f32],
+    d_input: Option<&mut [f32]>,
+) {
+    let rows = d_out.len() / outputs;
+    let large = rows * inputs * outputs >= 1 << 23;
+    let per_out = if large {
+        images_per_thread(outputs)
+    } else {
+        outputs
+    };
+    d_weight
+        .par_chunks_mut(per_out * inputs)
+        .enumerate()
+        .for_each(|(i, d_weight)| {
+            let first = i * per_out;
+            let count = d_weight.len() / inputs;
+            gemm(
+                [count, rows, inputs],
+                (&d_out[first..], 1, outputs),
+                (input, inputs, 1),
+                d_weight,
+            );
+        });
+    d_bias.fill(0.0);
+    for row in d_out.chunks_exact(outputs) {
+        d_bias.iter_mut().zip(row).for_each(|(g, d)| *g += d);
+    }
+    if let Some(d_input) = d_input {
+        let per = if large {
+            images_per_thread(rows)
+        } else {
+            rows.max(1)
+        };
+        d_input
+            .par_chunks_mut(per * inputs)
+            .zip(d_out.par_chunks(per * outputs))
+            .for_each(|(d_input, d_out)| {
+                let rows = d_out.len() / outputs;
+                gemm(
+                    [rows, outputs, inputs],
+                    (d_out, outputs, 1),
+                    (weight, inputs, 1),
+                    d_input,
+                );
+            });
+    }
+}

@@ -1,0 +1,882 @@
+//! digits' own CPU engine: a network plan's forward and backward passes written out over a
+//! GEMM, with every buffer kept from one batch to the next.
+//!
+//! Burn's CPU backend pays for each tensor operation: an allocation, a pass over memory, and
+//! for convolutions an im2col per call and generic backward passes built from other operations
+//! (PERFORMANCE.md). Here a [`Plan`] is compiled once into [`Step`]s that each know their
+//! shapes, keep what their backward pass needs (patches, batch statistics, pooling winners,
+//! dropout masks) and split their work over the cores. Training (`crate::train`) and
+//! inference (`crate::eval`, `crate::predict`) both drive it; Burn's path computes the same
+//! plan, and the same PyTorch reference values hold both.
+
+mod kernels;
+
+pub(crate) use kernels::gemm;
+use kernels::{ConvGeometry, NormSaved, PoolGeometry};
+
+use rayon::prelude::*;
+
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
+use crate::model::plan::{BATCH_NORM_EPSILON, BATCH_NORM_MOMENTUM};
+use crate::model::{
+    Activation, Layer, NamedTensor, Normalization, Plan, Pooling, Weights, WeightsError, weights,
+};
+
+/// Whether this engine computes `plan`: every layer kind but GELU, whose derivative it does not
+/// implement.
+pub fn computes(plan: &Plan) -> bool {
+    !plan
+        .layers()
+        .iter()
+        .any(|layer| matches!(layer, Layer::Activation(Activation::Gelu)))
+}
+
+/// One trainable tensor, in PyTorch's layout, with its latest gradient.
+pub(crate) struct Parameter {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: Vec<f32>,
+    pub grad: Vec<f32>,
+}
+
+impl Parameter {
+    fn take(weights: &mut Weights, name: String, shape: Vec<usize>) -> Result<Self, WeightsError> {
+        let value = weights::take(weights, &name, &shape)?;
+        Ok(Self {
+            grad: vec![0.0; value.len()],
+            name,
+            shape,
+            value,
+        })
+    }
+}
+
+/// A layer of the plan, compiled for channels-last buffers, with what its backward pass needs.
+enum Step {
+    Conv {
+        geometry: ConvGeometry,
+        weight: usize,
+        bias: Option<usize>,
+        /// The weight as the GEMM takes it, refreshed every forward pass.
+        packed: Vec<f32>,
+    },
+    BatchNorm(Norm),
+    /// Batch norm, ReLU and max pooling in one pass over memory each way: what every
+    /// convolution block of digits' CNNs ends with.
+    NormReluPool {
+        norm: Norm,
+        geometry: PoolGeometry,
+        /// Which of each window's four values won, from the latest training forward pass.
+        argmax: Vec<u8>,
+    },
+    /// ReLU, sigmoid or tanh: each derivative follows from the output alone.
+    Activation(Activation),
+    Pool {
+        pooling: Pooling,
+        geometry: PoolGeometry,
+        /// Which of each window's four values won, from the latest training forward pass.
+        argmax: Vec<u8>,
+    },
+    /// Channels-last maps to PyTorch's `[N, C*H*W]` order (left out of the steps when there
+    /// is one channel, where the two orders agree).
+    Flatten {
+        shape: [usize; 3],
+    },
+    Dropout {
+        probability: f32,
+        /// 0 or `1 / (1 - probability)` per value, from the latest training forward pass.
+        mask: Vec<f32>,
+    },
+    Linear {
+        inputs: usize,
+        outputs: usize,
+        weight: usize,
+        bias: usize,
+    },
+}
+
+/// Batch norm's tensors, and the batch's statistics from the latest training forward pass.
+struct Norm {
+    name: String,
+    gamma: usize,
+    beta: usize,
+    running_mean: Vec<f32>,
+    running_var: Vec<f32>,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+}
+
+impl Norm {
+    /// The per-channel `(scale, shift)` of eval mode, from the running statistics.
+    fn eval_scale_shift(&self, params: &[Parameter]) -> (Vec<f32>, Vec<f32>) {
+        let inv_std: Vec<f32> = self
+            .running_var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + BATCH_NORM_EPSILON).sqrt()) as f32)
+            .collect();
+        self.affine(params, &self.running_mean, &inv_std)
+    }
+
+    /// The per-channel `(scale, shift)` of training mode, from the statistics of the batch
+    /// (`input`), which the running ones take in when `pass.track_running` says so.
+    fn train_scale_shift(
+        &mut self,
+        params: &[Parameter],
+        input: &[f32],
+        pass: TrainingPass,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let channels = self.running_mean.len();
+        let (mean, variance) = kernels::batch_statistics(input, channels);
+        if pass.track_running {
+            // PyTorch's running variance takes the unbiased batch variance.
+            let samples = (input.len() / channels) as f64;
+            let bessel = if samples > 1.0 {
+                samples / (samples - 1.0)
+            } else {
+                1.0
+            };
+            let blend = |running: &mut f32, batch: f64| {
+                *running = ((1.0 - BATCH_NORM_MOMENTUM) * *running as f64
+                    + BATCH_NORM_MOMENTUM * batch) as f32
+            };
+            for c in 0..channels {
+                blend(&mut self.running_mean[c], mean[c]);
+                blend(&mut self.running_var[c], variance[c] * bessel);
+            }
+        }
+        self.mean = mean.iter().map(|&m| m as f32).collect();
+        self.inv_std = variance
+            .iter()
+            .map(|&v| (1.0 / (v + BATCH_NORM_EPSILON).sqrt()) as f32)
+            .collect();
+        self.affine(params, &self.mean, &self.inv_std)
+    }
+
+    /// `gamma * (x - mean) * inv_std + beta` as a scale and a shift per channel.
+    fn affine(&self, params: &[Parameter], mean: &[f32], inv_std: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = params[self.gamma]
+            .value
+            .iter()
+            .zip(inv_std)
+            .map(|(g, s)| g * s)
+            .collect();
+        let shift = params[self.beta]
+            .value
+            .iter()
+            .zip(mean.iter().zip(&scale))
+            .map(|(b, (m, s))| b - m * s)
+            .collect();
+        (scale, shift)
+    }
+
+    /// What the backward pass needs, with the layer's `input`.
+    fn saved<'a>(&'a self, params: &'a [Parameter], input: &'a [f32]) -> NormSaved<'a> {
+        NormSaved {
+            input,
+            mean: &self.mean,
+            inv_std: &self.inv_std,
+            gamma: &params[self.gamma].value,
+        }
+    }
+
+    /// Runs `backward(saved, d_gamma, d_beta)` with the gradients of the scale and shift.
+    fn backward(
+        &self,
+        params: &mut [Parameter],
+        input: &[f32],
+        backward: impl FnOnce(NormSaved, &mut [f32], &mut [f32]),
+    ) {
+        let mut d_gamma = std::mem::take(&mut params[self.gamma].grad);
+        let mut d_beta = std::mem::take(&mut params[self.beta].grad);
+        backward(self.saved(params, input), &mut d_gamma, &mut d_beta);
+        params[self.gamma].grad = d_gamma;
+        params[self.beta].grad = d_beta;
+    }
+}
+
+/// How a training forward pass treats randomness and batch norm's running statistics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TrainingPass {
+    /// Seeds dropout's masks.
+    pub seed: u64,
+    /// Whether batch norm's running statistics take in this batch (not when only gradients
+    /// are asked for).
+    pub track_running: bool,
+}
+
+/// A network compiled from its plan, holding its weights.
+pub struct Network {
+    steps: Vec<Step>,
+    params: Vec<Parameter>,
+    normalization: Option<Normalization>,
+    /// The (normalised) input, then each step's output, from the latest training pass.
+    outputs: Vec<Vec<f32>>,
+    /// The gradient buffers the backward pass alternates between.
+    deltas: [Vec<f32>; 2],
+}
+
+impl Network {
+    /// Compiles `plan` with `weights` (every tensor the plan names, nothing else). `plan`
+    /// must be one this engine [`computes`].
+    pub fn new(plan: &Plan, mut weights: Weights) -> Result<Self, WeightsError> {
+        assert!(computes(plan), "the CPU engine does not compute GELU");
+        let mut params = Vec::new();
+        let mut take = |weights: &mut Weights, name: String, shape: Vec<usize>| {
+            params.push(Parameter::take(weights, name, shape)?);
+            Ok::<_, WeightsError>(params.len() - 1)
+        };
+        let mut steps = Vec::new();
+        // The shape of the current output: `[H, W, C]`, or `[1, 1, features]` once flat.
+        let mut shape = [IMAGE_SIDE, IMAGE_SIDE, 1];
+        let mut layers = plan.layers();
+        while let [layer, rest @ ..] = layers {
+            layers = rest;
+            let [height, width, channels] = shape;
+            match layer {
+                Layer::Conv {
+                    name,
+                    inputs,
+                    outputs,
+                    kernel,
+                    padding,
+                    bias,
+                } => {
+                    let geometry = ConvGeometry {
+                        inputs: *inputs,
+                        outputs: *outputs,
+                        kernel: *kernel,
+                        padding: *padding,
+                        height,
+                        width,
+                    };
+                    let weight = take(
+                        &mut weights,
+                        format!("{name}.weight"),
+                        vec![*outputs, *inputs, *kernel, *kernel],
+                    )?;
+                    let bias = match bias {
+                        true => Some(take(&mut weights, format!("{name}.bias"), vec![*outputs])?),
+                        false => None,
+                    };
+                    shape = [geometry.out_height(), geometry.out_width(), *outputs];
+                    steps.push(Step::Conv {
+                        geometry,
+                        weight,
+                        bias,
+                        packed: Vec::new(),
+                    });
+                }
+                Layer::BatchNorm { name, channels } => {
+                    let gamma = take(&mut weights, format!("{name}.weight"), vec![*channels])?;
+                    let beta = take(&mut weights, format!("{name}.bias"), vec![*channels])?;
+                    let mut running = |kind: &str| {
+                        weights::take(&mut weights, &format!("{name}.{kind}"), &[*channels])
+                    };
+                    let norm = Norm {
+                        name: name.clone(),
+                        gamma,
+                        beta,
+                        running_mean: running("running_mean")?,
+                        running_var: running("running_var")?,
+                        mean: Vec::new(),
+                        inv_std: Vec::new(),
+                    };
+                    match layers {
+                        [
+                            Layer::Activation(Activation::Relu),
+                            Layer::Pool(Pooling::Max),
+                            rest @ ..,
+                        ] => {
+                            layers = rest;
+                            steps.push(Step::NormReluPool {
+                                norm,
+                                geometry: PoolGeometry {
+                                    height,
+                                    width,
+                                    channels: *channels,
+                                },
+                                argmax: Vec::new(),
+                            });
+                            shape = [height / 2, width / 2, *channels];
+                        }
+                        _ => steps.push(Step::BatchNorm(norm)),
+                    }
+                }
+                Layer::Activation(activation) => steps.push(Step::Activation(*activation)),
+                Layer::Pool(pooling) => {
+                    steps.push(Step::Pool {
+                        pooling: *pooling,
+                        geometry: PoolGeometry {
+                            height,
+                            width,
+                            channels,
+                        },
+                        argmax: Vec::new(),
+                    });
+                    shape = [height / 2, width / 2, channels];
+                }
+                Layer::Flatten => {
+                    if channels > 1 {
+                        steps.push(Step::Flatten { shape });
+                    }
+                    shape = [1, 1, height * width * channels];
+                }
+                Layer::Dropout(probability) => steps.push(Step::Dropout {
+                    probability: *probability as f32,
+                    mask: Vec::new(),
+                }),
+                Layer::Linear {
+                    name,
+                    inputs,
+                    outputs,
+                } => {
+                    let weight = take(
+                        &mut weights,
+                        format!("{name}.weight"),
+                        vec![*outputs, *inputs],
+                    )?;
+                    let bias = take(&mut weights, format!("{name}.bias"), vec![*outputs])?;
+                    steps.push(Step::Linear {
+                        inputs: *inputs,
+                        outputs: *outputs,
+                        weight,
+                        bias,
+                    });
+                    shape = [1, 1, *outputs];
+                }
+            }
+        }
+        weights::ensure_consumed(&weights)?;
+        Ok(Self {
+            outputs: vec![Vec::new(); steps.len() + 1],
+            steps,
+            params,
+            normalization: plan.normalization(),
+            deltas: [Vec::new(), Vec::new()],
+        })
+    }
+
+    pub(crate) fn params(&self) -> &[Parameter] {
+        &self.params
+    }
+
+    pub(crate) fn params_mut(&mut self) -> &mut [Parameter] {
+        &mut self.params
+    }
+
+    fn normalize(&self, pixels: &[f32], input: &mut Vec<f32>) {
+        input.clear();
+        match self.normalization {
+            Some(Normalization { mean, std }) => {
+                input.extend(pixels.iter().map(|p| (p - mean) / std))
+            }
+            None => input.extend_from_slice(pixels),
+        }
+    }
+
+    /// The logits of `pixels` (`[n, 784]`) in eval mode: batch norm's running statistics, no
+    /// dropout. The batch is split over the cores once, each piece running every layer on its
+    /// own thread with two buffers, so a large batch costs little memory and no hand-offs
+    /// between layers.
+    pub fn logits(&self, pixels: &[f32]) -> Vec<f32> {
+        let images = pixels.len() / IMAGE_PIXELS;
+        let per = kernels::images_per_thread(images);
+        let mut logits = vec![0.0; images * NUM_CLASSES];
+        logits
+            .par_chunks_mut(per * NUM_CLASSES)
+            .zip(pixels.par_chunks(per * IMAGE_PIXELS))
+            .for_each(|(logits, pixels)| logits.copy_from_slice(&self.logits_here(pixels)));
+        logits
+    }
+
+    /// [`Network::logits`] on the calling thread.
+    fn logits_here(&self, pixels: &[f32]) -> Vec<f32> {
+        let images = pixels.len() / IMAGE_PIXELS;
+        let mut normalized = Vec::new();
+        let input = match self.normalization {
+            Some(_) => {
+                self.normalize(pixels, &mut normalized);
+                &normalized[..]
+            }
+            None => pixels,
+        };
+        let (mut current, mut next) = (Vec::new(), Vec::new());
+        let mut steps = &self.steps[..];
+        let mut first = true;
+        while let [step, rest @ ..] = steps {
+            let input = if first { input } else { &current[..] };
+            first = false;
+            steps = match (step, rest) {
+                // A fully connected layer and its activation in one pass.
+                (Step::Linear { .. }, [Step::Activation(activation), rest @ ..]) => {
+                    step.linear_eval(
+                        &self.params,
+                        input,
+                        &mut next,
+                        images,
+                        function(*activation),
+                    );
+                    rest
+                }
+                _ => {
+                    step.forward_eval(&self.params, input, &mut next, images);
+                    rest
+                }
+            };
+            std::mem::swap(&mut current, &mut next);
+        }
+        current
+    }
+
+    /// The logits of `pixels` in training mode, keeping what the backward pass needs.
+    pub(crate) fn forward_train(&mut self, pixels: &[f32], pass: TrainingPass) -> &[f32] {
+        let images = pixels.len() / IMAGE_PIXELS;
+        let mut input = std::mem::take(&mut self.outputs[0]);
+        self.normalize(pixels, &mut input);
+        self.outputs[0] = input;
+        for (i, step) in self.steps.iter_mut().enumerate() {
+            let (before, after) = self.outputs.split_at_mut(i + 1);
+            // Each step draws from its own stream of the pass's seed.
+            let seed = pass.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            step.forward_train(&self.params, &before[i], &mut after[0], images, seed, pass);
+        }
+        &self.outputs[self.steps.len()]
+    }
+
+    /// Every parameter's gradient from the logits' gradient `d_logits`, after
+    /// [`Network::forward_train`] on the same batch.
+    pub(crate) fn backward(&mut self, d_logits: &[f32]) {
+        let [mut d_out, mut d_in] = std::mem::take(&mut self.deltas);
+        d_out.clear();
+        d_out.extend_from_slice(d_logits);
+        for i in (0..self.steps.len()).rev() {
+            let (input, output) = (&self.outputs[i], &self.outputs[i + 1]);
+            // The network's input needs no gradient.
+            let d_input = (i > 0).then(|| {
+                d_in.resize(input.len(), 0.0);
+                &mut d_in[..]
+            });
+            self.steps[i].backward(&mut self.params, input, output, &d_out, d_input);
+            std::mem::swap(&mut d_out, &mut d_in);
+        }
+        self.deltas = [d_out, d_in];
+    }
+
+    /// The weights (batch norm's running statistics included), or the latest gradients, under
+    /// PyTorch's names and in its layouts.
+    pub fn tensors(&self, gradients: bool) -> Weights {
+        let tensor = |shape: &[usize], values: &[f32]| NamedTensor {
+            shape: shape.to_vec(),
+            values: values.to_vec(),
+        };
+        let mut out: Weights = self
+            .params
+            .iter()
+            .map(|p| {
+                let values = if gradients { &p.grad } else { &p.value };
+                (p.name.clone(), tensor(&p.shape, values))
+            })
+            .collect();
+        if !gradients {
+            for step in &self.steps {
+                if let Step::BatchNorm(norm) | Step::NormReluPool { norm, .. } = step {
+                    let channels = [norm.running_mean.len()];
+                    let name = &norm.name;
+                    let (mean, var) = (&norm.running_mean, &norm.running_var);
+                    out.insert(format!("{name}.running_mean"), tensor(&channels, mean));
+                    out.insert(format!("{name}.running_var"), tensor(&channels, var));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The function an activation applies to each value.
+fn function(activation: Activation) -> fn(f32) -> f32 {
+    match activation {
+        Activation::Relu => |v| v.max(0.0),
+        Activation::Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
+        Activation::Tanh => f32::tanh,
+        Activation::Gelu => unreachable!("networks with GELU are not compiled"),
+    }
+}
+
+impl Step {
+    fn forward_eval(&self, params: &[Parameter], input: &[f32], out: &mut Vec<f32>, images: usize) {
+        match self {
+            Step::Conv {
+                geometry,
+                weight,
+                bias,
+                ..
+            } => {
+                let mut packed = Vec::new();
+                geometry.pack_weight(&params[*weight].value, &mut packed);
+                out.resize(images * geometry.out_len(), 0.0);
+                let bias = bias.map(|b| &params[b].value[..]);
+                geometry.forward(input, &packed, bias, out);
+            }
+            Step::BatchNorm(norm) => {
+                let (scale, shift) = norm.eval_scale_shift(params);
+                out.resize(input.len(), 0.0);
+                kernels::scale_shift(input, &scale, &shift, out);
+            }
+            Step::NormReluPool { norm, geometry, .. } => {
+                let (scale, shift) = norm.eval_scale_shift(params);
+                out.resize(images * geometry.out_len(), 0.0);
+                let mut argmax = vec![0; out.len()];
+                geometry.max_forward(input, Some((&scale, &shift)), out, &mut argmax);
+            }
+            Step::Activation(activation) => {
+                out.resize(input.len(), 0.0);
+                kernels::map(input, out, function(*activation));
+            }
+            Step::Pool {
+                pooling, geometry, ..
+            } => {
+                out.resize(images * geometry.out_len(), 0.0);
+                match pooling {
+                    Pooling::Max => {
+                        let mut argmax = vec![0; out.len()];
+                        geometry.max_forward(input, None, out, &mut argmax);
+                    }
+                    Pooling::Average => geometry.average_forward(input, out),
+                }
+            }
+            Step::Flatten { shape } => {
+                out.resize(input.len(), 0.0);
+                kernels::flatten(input, *shape, out, false);
+            }
+            Step::Dropout { .. } => {
+                out.clear();
+                out.extend_from_slice(input);
+            }
+            Step::Linear { .. } => self.linear_eval(params, input, out, images, |v| v),
+        }
+    }
+
+    /// A fully connected layer in eval mode, with `activation` applied in the same pass.
+    fn linear_eval(
+        &self,
+        params: &[Parameter],
+        input: &[f32],
+        out: &mut Vec<f32>,
+        images: usize,
+        activation: impl Fn(f32) -> f32 + Sync,
+    ) {
+        let Step::Linear {
+            inputs,
+            outputs,
+            weight,
+            bias,
+        } = self
+        else {
+            unreachable!("called on fully connected layers")
+        };
+        out.resize(images * outputs, 0.0);
+        kernels::linear_forward(
+            input,
+            &params[*weight].value,
+            &params[*bias].value,
+            [*inputs, *outputs],
+            out,
+            activation,
+        );
+    }
+
+    fn forward_train(
+        &mut self,
+        params: &[Parameter],
+        input: &[f32],
+        out: &mut Vec<f32>,
+        images: usize,
+        seed: u64,
+        pass: TrainingPass,
+    ) {
+        match self {
+            Step::Conv {
+                geometry,
+                weight,
+                bias,
+                packed,
+            } => {
+                geometry.pack_weight(&params[*weight].value, packed);
+                out.resize(images * geometry.out_len(), 0.0);
+                let bias = bias.map(|b| &params[b].value[..]);
+                geometry.forward(input, packed, bias, out);
+            }
+            Step::BatchNorm(norm) => {
+                let (scale, shift) = norm.train_scale_shift(params, input, pass);
+                out.resize(input.len(), 0.0);
+                kernels::scale_shift(input, &scale, &shift, out);
+            }
+            Step::NormReluPool {
+                norm,
+                geometry,
+                argmax,
+            } => {
+                let (scale, shift) = norm.train_scale_shift(params, input, pass);
+                out.resize(images * geometry.out_len(), 0.0);
+                argmax.resize(out.len(), 0);
+                geometry.max_forward(input, Some((&scale, &shift)), out, argmax);
+            }
+            Step::Pool {
+                pooling: Pooling::Max,
+                geometry,
+                argmax,
+            } => {
+                out.resize(images * geometry.out_len(), 0.0);
+                argmax.resize(out.len(), 0);
+                geometry.max_forward(input, None, out, argmax);
+            }
+            Step::Dropout { probability, mask } => {
+                mask.resize(input.len(), 0.0);
+                out.resize(input.len(), 0.0);
+                kernels::dropout(input, *probability, seed, mask, out);
+            }
+            _ => self.forward_eval(params, input, out, images),
+        }
+    }
+
+    fn backward(
+        &mut self,
+        params: &mut [Parameter],
+        input: &[f32],
+        output: &[f32],
+        d_out: &[f32],
+        d_input: Option<&mut [f32]>,
+    ) {
+        match self {
+            Step::Conv {
+                geometry,
+                weight,
+                bias,
+                packed,
+            } => {
+                let mut d_packed = vec![0.0; packed.len()];
+                let mut d_bias = vec![0.0; geometry.outputs];
+                let wants_bias = bias.is_some().then_some(&mut d_bias[..]);
+                geometry.backward(input, packed, d_out, &mut d_packed, wants_bias, d_input);
+                geometry.unpack_weight(&d_packed, &mut params[*weight].grad);
+                if let Some(bias) = bias {
+                    params[*bias].grad.copy_from_slice(&d_bias);
+                }
+            }
+            Step::BatchNorm(norm) => norm.backward(params, input, |saved, d_gamma, d_beta| {
+                kernels::batch_norm_backward(saved, d_out, d_gamma, d_beta, d_input)
+            }),
+            Step::NormReluPool {
+                norm,
+                geometry,
+                argmax,
+            } => norm.backward(params, input, |saved, d_gamma, d_beta| {
+                geometry
+                    .norm_relu_max_backward(saved, output, d_out, argmax, d_gamma, d_beta, d_input)
+            }),
+            Step::Activation(activation) => {
+                let Some(d_input) = d_input else { return };
+                let derivative = match activation {
+                    Activation::Relu => |d: f32, y: f32| if y > 0.0 { d } else { 0.0 },
+                    Activation::Sigmoid => |d: f32, y: f32| d * y * (1.0 - y),
+                    Activation::Tanh => |d: f32, y: f32| d * (1.0 - y * y),
+                    Activation::Gelu => unreachable!("networks with GELU are not compiled"),
+                };
+                kernels::zip_map(d_out, output, d_input, derivative);
+            }
+            Step::Pool {
+                pooling,
+                geometry,
+                argmax,
+            } => {
+                let Some(d_input) = d_input else { return };
+                match pooling {
+                    Pooling::Max => geometry.max_backward(d_out, argmax, d_input),
+                    Pooling::Average => geometry.average_backward(d_out, d_input),
+                }
+            }
+            Step::Flatten { shape } => {
+                if let Some(d_input) = d_input {
+                    kernels::flatten(d_out, *shape, d_input, true);
+                }
+            }
+            Step::Dropout { mask, .. } => {
+                if let Some(d_input) = d_input {
+                    kernels::zip_map(d_out, mask, d_input, |d, m| d * m);
+                }
+            }
+            Step::Linear {
+                inputs,
+                outputs,
+                weight,
+                bias,
+            } => {
+                let mut d_weight = std::mem::take(&mut params[*weight].grad);
+                let mut d_bias = std::mem::take(&mut params[*bias].grad);
+                kernels::linear_backward(
+                    input,
+                    &params[*weight].value,
+                    d_out,
+                    [*inputs, *outputs],
+                    &mut d_weight,
+                    &mut d_bias,
+                    d_input,
+                );
+                params[*weight].grad = d_weight;
+                params[*bias].grad = d_bias;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::data::{Dataset, Split};
+    use crate::model::{Ensemble, LayersConfig, Model, ModelConfig, ModelKind};
+    use crate::train::{EngineChoice, Optimizer, TrainConfig, Trainer};
+
+    /// Every layer kind the engine compiles, each where its own code runs: a convolution with
+    /// bias (before no batch norm, which would zero its gradient) and without, batch norm fused
+    /// with ReLU and max pooling and alone (before a sigmoid), average pooling over an odd side
+    /// (5 to 2), tanh, flattening many channels.
+    const EVERY_KIND: &str = "conv4k3p1,tanh,avgpool,conv6k3nobias,bn,relu,pool,\
+         conv8k2nobias,bn,sigmoid,avgpool,flatten,fc12,sigmoid,fc10";
+
+    fn relative_error(ours: &[f32], reference: &[f32]) -> f64 {
+        let norm = |values: &mut dyn Iterator<Item = f32>| {
+            values
+                .map(|v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt()
+        };
+        norm(&mut ours.iter().zip(reference).map(|(a, b)| a - b))
+            / norm(&mut reference.iter().copied()).max(1e-12)
+    }
+
+    fn trainer(model: &ModelConfig, engine: EngineChoice) -> Trainer {
+        let config = TrainConfig {
+            optimizer: Optimizer::Adam { weight_decay: 0.0 },
+            lr: 0.001,
+            engine,
+            ..TrainConfig::default()
+        };
+        Trainer::new(
+            model.clone(),
+            model.initial_weights(3),
+            config,
+            &Device::flex(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_layer_kind_gives_burns_gradients_and_updates() {
+        let model = ModelConfig::Layers(LayersConfig::parse(EVERY_KIND).unwrap());
+        let data = Dataset::lite(Split::Train).truncated(48);
+        let mut batches = data.batches(16, None);
+        let (mut fused, mut burn) = (
+            trainer(&model, EngineChoice::Auto),
+            trainer(&model, EngineChoice::Burn),
+        );
+        assert!(fused.is_fused() && !burn.is_fused());
+        for _ in 0..2 {
+            let batch = batches.next().unwrap();
+            fused.step(&batch);
+            burn.step(&batch);
+        }
+        let batch = batches.next().unwrap();
+        let ((fused_loss, fused_grads), (burn_loss, burn_grads)) =
+            (fused.gradients(&batch), burn.gradients(&batch));
+        assert!(
+            (fused_loss - burn_loss).abs() < 1e-5 * burn_loss,
+            "{fused_loss} {burn_loss}"
+        );
+        assert_eq!(fused_grads.len(), burn_grads.len());
+        for (name, tensor) in &burn_grads {
+            let error = relative_error(&fused_grads[name].values, &tensor.values);
+            assert!(error < 1e-4, "{name}: relative error {error}");
+        }
+        for (name, tensor) in burn.weights() {
+            let error = relative_error(&fused.weights()[&name].values, &tensor.values);
+            assert!(
+                error < 1e-5,
+                "{name} after two steps: relative error {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn inference_gives_burns_probabilities() {
+        let device = Device::flex();
+        let pixels = Dataset::lite(Split::Test)
+            .truncated(40)
+            .batches(40, None)
+            .next()
+            .unwrap();
+        let layers = ModelConfig::Layers(LayersConfig::parse(EVERY_KIND).unwrap());
+        for config in [
+            ModelKind::Mlp.config(),
+            ModelKind::Lenet5.config(),
+            ModelKind::Cnn.config(),
+            layers,
+        ] {
+            let ensemble = Ensemble::new(vec![Model::init(&config, 5, &device)]);
+            assert!(ensemble.runs_on_cpu_engine());
+            let ours = ensemble.log_probabilities_of(&pixels.pixels);
+            let (images, _) = crate::eval::batch_tensors(&pixels, &device);
+            let burns: Vec<f32> = ensemble
+                .log_probabilities(images)
+                .into_data()
+                .try_into_vec()
+                .unwrap();
+            let error = relative_error(&ours, &burns);
+            assert!(
+                error < 1e-5,
+                "{}: relative error {error}",
+                config.describe()
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_keeps_values_with_the_right_odds_and_scales_them() {
+        let input = vec![1.0; 100_000];
+        let (mut mask, mut out) = (vec![0.0; input.len()], vec![0.0; input.len()]);
+        kernels::dropout(&input, 0.25, 9, &mut mask, &mut out);
+        let kept = out.iter().filter(|&&v| v != 0.0).count() as f64 / input.len() as f64;
+        assert!((kept - 0.75).abs() < 0.01, "{kept}");
+        assert!(
+            out.iter()
+                .all(|&v| v == 0.0 || (v - 1.0 / 0.75).abs() < 1e-6)
+        );
+        assert_eq!(mask, out);
+        let mut again = vec![0.0; input.len()];
+        kernels::dropout(&input, 0.25, 9, &mut mask, &mut again);
+        assert_eq!(again, out, "the same seed draws the same mask");
+        kernels::dropout(&input, 0.25, 10, &mut mask, &mut again);
+        assert_ne!(again, out);
+    }
+
+    #[test]
+    fn training_gives_the_same_bits_whether_or_not_the_batch_is_split_over_threads() {
+        let model = ModelKind::Cnn.config();
+        let data = Dataset::lite(Split::Train).truncated(64);
+        let train = || {
+            let mut trainer = trainer(&model, EngineChoice::Auto);
+            for batch in data.batches(32, None) {
+                trainer.step(&batch);
+            }
+            trainer.weights()
+        };
+        // Called from a thread of rayon's pool, the kernels take the whole batch at once.
+        let whole = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(train);
+        assert!(train() == whole, "splitting the batch changed the weights");
+    }
+}
