@@ -312,9 +312,10 @@ impl ConvGeometry {
             .par_chunks(group * self.in_len())
             .zip(d_out.par_chunks(group * self.out_len()))
             .zip(d_inputs)
-            .map(|((input, d_out), d_input)| {
+            // One patch buffer per thread, reused: im2col writes every value of it.
+            .map_init(Vec::new, |cols, ((input, d_out), d_input)| {
                 let rows = d_out.len() / o;
-                let mut cols = vec![0.0; rows * patch];
+                cols.resize(rows * patch, 0.0);
                 for (image, cols) in input
                     .chunks_exact(self.in_len())
                     .zip(cols.chunks_exact_mut(pixels * patch))
@@ -322,15 +323,10 @@ impl ConvGeometry {
                     self.im2col(image, cols);
                 }
                 let mut grad = vec![0.0; patch * o];
-                gemm(
-                    [patch, rows, o],
-                    (&cols, 1, patch),
-                    (d_out, o, 1),
-                    &mut grad,
-                );
+                gemm([patch, rows, o], (cols, 1, patch), (d_out, o, 1), &mut grad);
                 if let Some(d_input) = d_input {
                     // Patch gradients `d_out · packedᵀ`, then folded back onto the images.
-                    gemm([rows, o, patch], (d_out, o, 1), (packed, 1, o), &mut cols);
+                    gemm([rows, o, patch], (d_out, o, 1), (packed, 1, o), cols);
                     for (d_image, cols) in d_input
                         .chunks_exact_mut(self.in_len())
                         .zip(cols.chunks_exact(pixels * patch))
@@ -581,6 +577,17 @@ fn max_window<const NORM_RELU: bool>(
     }
 }
 
+/// The value of `rows[argmax]` at channel `ch`, as a select the compiler can vectorize.
+#[inline(always)]
+fn winner(rows: [&[f32]; 4], argmax: u8, ch: usize) -> f32 {
+    match argmax {
+        0 => rows[0][ch],
+        1 => rows[1][ch],
+        2 => rows[2][ch],
+        _ => rows[3][ch],
+    }
+}
+
 /// Runs `work` on the matching items of three parallel iterators: a batch's pieces, one per
 /// thread, in several buffers.
 fn for_each_zipped<A: Send, B: Send, C: Send>(
@@ -692,17 +699,19 @@ impl PoolGeometry {
         let c = self.channels;
         let images = pooled.len() / self.out_len();
         let (in_len, out_len) = (self.in_len(), self.out_len());
+        // The pooled gradient that reached each window's winner through the ReLU.
+        let passed = |o: usize| if pooled[o] > 0.0 { d_pooled[o] } else { 0.0 };
         let sums = channel_sums(images, c, |image, sum, dot| {
             let input = &saved.input[image * in_len..][..in_len];
             let at = image * out_len;
             self.windows(|o, rows| {
+                let rows = rows.map(|r| &input[r..r + c]);
+                let argmax = &argmax[at + o..at + o + c];
                 for ch in 0..c {
-                    let o = at + o + ch;
-                    if pooled[o] > 0.0 {
-                        let x = input[rows[argmax[o] as usize] + ch];
-                        sum[ch] += d_pooled[o];
-                        dot[ch] += d_pooled[o] * (x - saved.mean[ch]) * saved.inv_std[ch];
-                    }
+                    let x = winner(rows, argmax[ch], ch);
+                    let d = passed(at + o + ch);
+                    sum[ch] += d;
+                    dot[ch] += d * (x - saved.mean[ch]) * saved.inv_std[ch];
                 }
             });
         });
