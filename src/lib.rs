@@ -28,7 +28,7 @@
 pub mod augment;
 pub mod bench;
 pub mod choice;
-pub mod cpu;
+pub(crate) mod cpu;
 pub mod data;
 pub mod device;
 pub mod eval;

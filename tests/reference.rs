@@ -139,7 +139,7 @@ fn steps_match_pytorch(
     trainer
 }
 
-/// Both training paths, the fused MLP path (`EngineChoice::Auto` here) and Burn's autodiff,
+/// Both training paths, digits' CPU engine (`EngineChoice::Auto` here) and Burn's autodiff,
 /// are held to the same numbers.
 fn three_steps_match_pytorch(
     file: &str,

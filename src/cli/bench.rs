@@ -41,7 +41,7 @@ pub struct BenchArgs {
 struct Report {
     device: String,
     cpu: bench::Cpu,
-    /// One core's SGEMM rate through the fused path's GEMM crate: the ceiling for `gflops`.
+    /// One core's SGEMM rate through the CPU engine's GEMM crate: the ceiling for `gflops`.
     sgemm_peak_gflops_one_core: f64,
     /// Each workload's arithmetic rate (see [`Gflops`]).
     gflops: Gflops,
@@ -52,7 +52,7 @@ struct Report {
     repeat: u32,
     tutorial_epoch_s: f64,
     tutorial_images_per_s: f64,
-    /// The tutorial epoch on Burn's autodiff rather than the fused MLP path.
+    /// The tutorial epoch on Burn's autodiff rather than digits' CPU engine.
     burn_epoch_s: f64,
     reference_epoch_s: f64,
     /// digits' tutorial epoch over the plain-loop baseline's (`bench::reference`).

@@ -106,8 +106,8 @@ pub struct TrainSettings {
     seed: Option<u64>,
     #[command(flatten)]
     device: DeviceArgs,
-    /// auto (the fused CPU path for plain MLPs, Burn's autodiff otherwise) or burn (always
-    /// Burn's) [default: auto].
+    /// auto (digits' own CPU engine on the CPU, for every network without GELU; Burn's
+    /// autodiff otherwise) or burn (always Burn's) [default: auto].
     #[arg(long)]
     engine: Option<EngineChoice>,
     /// Train on only the first N training images (for quick experiments).

@@ -3,8 +3,11 @@
 //! Feature maps are kept channels-last (`[N, H, W, C]`): a convolution's input patch is then
 //! `kernel` runs of `kernel * C` contiguous values, its output is the GEMM's output as it
 //! stands, and batch norm, activations and pooling sweep whole rows of channels. Work is split
-//! over images (or rows) with rayon, each piece writing its own slice, so results do not depend
-//! on the number of threads except for the order of a few sums.
+//! over images (or rows) with rayon, each piece writing its own slice. Training gives the same
+//! bits whatever the number of threads: sums are taken over fixed blocks in a fixed order, and
+//! GEMMs run on pieces of fixed size (the GEMM's order of summation depends on its shape).
+//! Inference splits its batch by the number of threads, so its last bits may differ between
+//! machines.
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -85,6 +88,15 @@ pub(crate) fn zip_map(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32
         });
 }
 
+/// A seed for stream `stream` of `seed` (SplitMix64's finalizer over both): neighbouring seeds
+/// and streams give unrelated generators, so no two batches, layers or pieces share masks.
+pub(crate) fn mix_seed(seed: u64, stream: u64) -> u64 {
+    let mut z = seed ^ stream.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// Dropout with probability `p`: each value kept (and scaled by `1 / (1 - p)`) when a 32-bit
 /// draw is at or above `p * 2^32`; `mask` keeps each value's factor for the backward pass.
 /// Every piece of the buffer draws from its own generator, seeded from `seed` and the piece's
@@ -97,7 +109,7 @@ pub(crate) fn dropout(input: &[f32], p: f32, seed: u64, mask: &mut [f32], out: &
         .zip(input.par_chunks(PARALLEL_PIECE))
         .enumerate()
         .for_each(|(piece, ((mask, out), input))| {
-            let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(piece as u64));
+            let mut rng = SmallRng::seed_from_u64(mix_seed(seed, piece as u64));
             for ((m, o), x) in mask
                 .chunks_mut(2)
                 .zip(out.chunks_mut(2))
@@ -253,31 +265,25 @@ impl ConvGeometry {
 
     /// The forward pass of a batch: `out = patches · packed + bias`, a few images at a time.
     pub fn forward(&self, input: &[f32], packed: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-        let images = input.len() / self.in_len();
         let (pixels, patch, o) = (self.out_pixels(), self.patch(), self.outputs);
-        let per = images_per_thread(images);
-        let group = self.group().min(per);
+        let group = self.group();
         input
-            .par_chunks(per * self.in_len())
-            .zip(out.par_chunks_mut(per * self.out_len()))
-            .for_each(|(input, out)| {
-                let mut cols = vec![0.0; group * pixels * patch];
-                for (input, out) in input
-                    .chunks(group * self.in_len())
-                    .zip(out.chunks_mut(group * self.out_len()))
+            .par_chunks(group * self.in_len())
+            .zip(out.par_chunks_mut(group * self.out_len()))
+            // One patch buffer per piece of work rayon hands a thread, reused across groups.
+            .for_each_init(Vec::new, |cols, (input, out)| {
+                let rows = out.len() / o;
+                cols.resize(rows * patch, 0.0);
+                for (image, cols) in input
+                    .chunks_exact(self.in_len())
+                    .zip(cols.chunks_exact_mut(pixels * patch))
                 {
-                    let rows = out.len() / o;
-                    for (image, cols) in input
-                        .chunks_exact(self.in_len())
-                        .zip(cols.chunks_exact_mut(pixels * patch))
-                    {
-                        self.im2col(image, cols);
-                    }
-                    gemm([rows, patch, o], (&cols, patch, 1), (packed, o, 1), out);
-                    if let Some(bias) = bias {
-                        for row in out.chunks_exact_mut(o) {
-                            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
-                        }
+                    self.im2col(image, cols);
+                }
+                gemm([rows, patch, o], (cols, patch, 1), (packed, o, 1), out);
+                if let Some(bias) = bias {
+                    for row in out.chunks_exact_mut(o) {
+                        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
                     }
                 }
             });
@@ -312,7 +318,8 @@ impl ConvGeometry {
             .par_chunks(group * self.in_len())
             .zip(d_out.par_chunks(group * self.out_len()))
             .zip(d_inputs)
-            // One patch buffer per thread, reused: im2col writes every value of it.
+            // One patch buffer per piece of work rayon hands a thread, reused across groups:
+            // im2col writes every value of it.
             .map_init(Vec::new, |cols, ((input, d_out), d_input)| {
                 let rows = d_out.len() / o;
                 cols.resize(rows * patch, 0.0);
@@ -810,8 +817,30 @@ pub(crate) fn flatten(input: &[f32], [h, w, c]: [usize; 3], out: &mut [f32], inv
         });
 }
 
+/// Products of a fully connected layer smaller than this many multiply-adds run in one piece:
+/// handing half of one to the other core costs more than it saves (the tutorial's batch-32
+/// products, about 3 M, took 1.8 s per epoch split against 1.0 s whole).
+const SPLIT_PRODUCTS_ABOVE: usize = 1 << 23;
+
+/// Rows per piece of a split product. Fixed, not the batch divided by the number of threads:
+/// the GEMM picks its algorithm, and with it the order of its sums, by the product's shape,
+/// so the pieces' shapes must not depend on the machine for training to give the same bits
+/// everywhere.
+const ROWS_PER_PIECE: usize = 32;
+
+/// Rows per piece for a product of `macs` multiply-adds over `rows` rows: all of them when
+/// the product is small, or when the caller already runs on one of rayon's threads (inference
+/// splits its batch once, at the top).
+fn rows_per_piece(rows: usize, macs: usize) -> usize {
+    if macs < SPLIT_PRODUCTS_ABOVE || rayon::current_thread_index().is_some() {
+        rows.max(1)
+    } else {
+        ROWS_PER_PIECE
+    }
+}
+
 /// `out = activation(input · weightᵀ + bias)` for a fully connected layer with PyTorch's
-/// `[out, in]` weight; rows split over threads when the product is large enough to pay for it.
+/// `[out, in]` weight, in pieces of rows when the product is large enough to pay for it.
 pub(crate) fn linear_forward(
     input: &[f32],
     weight: &[f32],
@@ -821,11 +850,7 @@ pub(crate) fn linear_forward(
     activation: impl Fn(f32) -> f32 + Sync,
 ) {
     let rows = input.len() / inputs;
-    let per = if rows * inputs * outputs >= 1 << 23 {
-        images_per_thread(rows)
-    } else {
-        rows.max(1)
-    };
+    let per = rows_per_piece(rows, rows * inputs * outputs);
     out.par_chunks_mut(per * outputs)
         .zip(input.par_chunks(per * inputs))
         .for_each(|(out, input)| {
@@ -844,8 +869,9 @@ pub(crate) fn linear_forward(
         });
 }
 
-/// A fully connected layer's backward pass: the weight's gradient `d_outᵀ · input` (output
-/// rows split over threads), the bias's, and with `d_input`, `d_out · weight`.
+/// A fully connected layer's backward pass: the weight's gradient `d_outᵀ · input` (in pieces
+/// of the weight's rows), the bias's, and with `d_input`, `d_out · weight` (in pieces of the
+/// batch's rows).
 pub(crate) fn linear_backward(
     input: &[f32],
     weight: &[f32],
@@ -856,17 +882,13 @@ pub(crate) fn linear_backward(
     d_input: Option<&mut [f32]>,
 ) {
     let rows = d_out.len() / outputs;
-    let large = rows * inputs * outputs >= 1 << 23;
-    let per_out = if large {
-        images_per_thread(outputs)
-    } else {
-        outputs
-    };
+    let macs = rows * inputs * outputs;
+    let per_output = rows_per_piece(outputs, macs);
     d_weight
-        .par_chunks_mut(per_out * inputs)
+        .par_chunks_mut(per_output * inputs)
         .enumerate()
         .for_each(|(i, d_weight)| {
-            let first = i * per_out;
+            let first = i * per_output;
             let count = d_weight.len() / inputs;
             gemm(
                 [count, rows, inputs],
@@ -880,11 +902,7 @@ pub(crate) fn linear_backward(
         d_bias.iter_mut().zip(row).for_each(|(g, d)| *g += d);
     }
     if let Some(d_input) = d_input {
-        let per = if large {
-            images_per_thread(rows)
-        } else {
-            rows.max(1)
-        };
+        let per = rows_per_piece(rows, macs);
         d_input
             .par_chunks_mut(per * inputs)
             .zip(d_out.par_chunks(per * outputs))

@@ -19,6 +19,7 @@ use burn::tensor::activation;
 use serde::{Deserialize, Serialize};
 
 use crate::choice::Choice;
+use crate::cpu::log_softmax;
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
 
 pub use cnn::{CnnConfig, ConvLayer};
@@ -229,13 +230,6 @@ impl Ensemble {
         let count = networks.len() as f32;
         sum.iter().map(|s| (s / count).ln()).collect()
     }
-}
-
-/// One row's log-softmax.
-fn log_softmax(logits: &[f32]) -> [f32; NUM_CLASSES] {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_sum = max + logits.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
-    std::array::from_fn(|i| logits[i] - log_sum)
 }
 
 fn softmax(logits: &[f32]) -> [f32; NUM_CLASSES] {

@@ -166,9 +166,10 @@ impl Model {
     /// computes its plan.
     pub(crate) fn compiled_for_cpu(&self) -> Option<crate::cpu::Network> {
         let on_cpu = self.device() == Device::flex();
-        (on_cpu && crate::cpu::computes(&self.plan))
-            .then(|| crate::cpu::Network::new(&self.plan, self.weights()))
-            .and_then(Result::ok)
+        (on_cpu && crate::cpu::computes(&self.plan)).then(|| {
+            crate::cpu::Network::new(&self.plan, self.weights())
+                .expect("a model's own weights fit its plan")
+        })
     }
 
     /// The weights, in PyTorch's layout and names.

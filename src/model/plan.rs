@@ -2,7 +2,7 @@
 //! PyTorch names, shapes, initialisation and constants.
 //!
 //! Everything else walks a plan rather than working the layers out again: the Burn module
-//! ([`super::Model`]), the fused MLP engine, parameter counts, initial weights, ONNX export and
+//! ([`super::Model`]), digits' CPU engine (`crate::cpu`), parameter counts, initial weights, ONNX export and
 //! the state-dict bookkeeping of import and export. A new layer kind is a variant of [`Layer`]
 //! and one arm in each of those walks; the compiler lists the walks that lack it.
 

@@ -16,6 +16,9 @@ const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const EPSILON: f32 = 1e-8;
 
+/// The seed whose streams unseeded passes draw dropout from, one stream per pass.
+const UNSEEDED: u64 = 0x5EED;
+
 /// A network being trained on the CPU engine, with its optimizer's state.
 pub(crate) struct FusedTrainer {
     network: Network,
@@ -28,7 +31,7 @@ pub(crate) struct FusedTrainer {
     steps: u64,
     /// Seeds dropout in passes that were given no seed.
     unseeded_passes: u64,
-    /// The batch's digits then the marks that are none, when there are marks.
+    /// The batch's digits then the marks that are no digit, when there are marks.
     inputs: Vec<f32>,
     d_logits: Vec<f32>,
 }
@@ -70,7 +73,7 @@ impl FusedTrainer {
     ) -> f32 {
         let seed = seed.unwrap_or_else(|| {
             self.unseeded_passes += 1;
-            self.unseeded_passes.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            crate::cpu::mix_seed(UNSEEDED, self.unseeded_passes)
         });
         let pass = TrainingPass {
             seed,
@@ -203,7 +206,10 @@ impl FusedTrainer {
             }
         }
         weights::ensure_consumed(&saved)?;
-        if kinds_and_slots.len() == 2 {
+        if matches!(
+            self.optimizer,
+            Optimizer::Adam { .. } | Optimizer::AdamW { .. }
+        ) {
             self.steps = state.step;
         }
         Ok(())
@@ -266,11 +272,7 @@ fn loss_gradient(logits: &[f32], labels: &[i64], smoothing: f32, d_logits: &mut 
     let mut digit_loss = 0.0;
     let mut mark_loss = 0.0;
     for (i, row) in d_logits.chunks_exact_mut(NUM_CLASSES).enumerate() {
-        // Softmax in place, keeping log-sum-exp for the log-probabilities.
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-        let log_sum = max + sum.ln();
-        let log_p: [f32; NUM_CLASSES] = std::array::from_fn(|j| row[j] - log_sum);
+        let log_p = crate::cpu::log_softmax(row);
         if let Some(&label) = labels.get(i) {
             let off = smoothing / NUM_CLASSES as f32;
             for (j, v) in row.iter_mut().enumerate() {

@@ -861,13 +861,13 @@ impl Trainer {
     /// One optimiser step on `batch` and on `not_digits` (28x28 images, one after the other),
     /// which the loss pushes towards equal probabilities.
     ///
-    /// With `seed`, the backend's random generator (dropout's masks) is seeded first and held
-    /// through the step: Burn's CPU backend has one generator for the whole process, so a
-    /// training in another thread could otherwise draw from it in between. Seeded steps of
-    /// trainings in one process therefore take turns; unseeded ones (`step`, `gradients`)
-    /// neither wait nor promise the same masks twice.
+    /// With `seed`, dropout's masks follow from it. On Burn's path the backend's random
+    /// generator is seeded first and held through the step: Burn's CPU backend has one
+    /// generator for the whole process, so a training in another thread could otherwise draw
+    /// from it in between; seeded Burn steps of trainings in one process therefore take turns.
+    /// The CPU engine seeds generators of its own. Unseeded steps (`step`, `gradients`) neither
+    /// wait nor promise the same masks twice.
     fn step_with(&mut self, batch: &Batch, not_digits: &[f32], seed: Option<u64>) -> f32 {
-        // The fused path seeds its own generator from `seed`.
         let burn_seed = seed.filter(|_| !self.is_fused());
         let _generator = burn_seed.map(|seed| {
             let held = BACKEND_GENERATOR
@@ -1230,7 +1230,7 @@ mod tests {
     }
 
     #[test]
-    fn both_engines_take_the_same_step_on_digits_and_marks_that_are_none() {
+    fn both_engines_take_the_same_step_on_digits_and_marks_that_are_no_digit() {
         let ModelConfig::Cnn(cnn) = crate::model::ModelKind::Cnn.config() else {
             unreachable!("cnn is convolutional")
         };
@@ -1253,6 +1253,7 @@ mod tests {
             let weights = model.initial_weights(0);
             let mut trainer =
                 Trainer::new(model.clone(), weights, config, &Device::flex()).unwrap();
+            assert_eq!(trainer.is_fused(), engine == EngineChoice::Auto);
             let losses: Vec<f32> = (0..2)
                 .map(|_| trainer.step_with(&batch, &marks, Some(1)))
                 .collect();
