@@ -434,8 +434,13 @@ impl Network {
             steps = match (step, rest) {
                 // A fully connected layer and its activation in one pass.
                 (Step::Linear(dense), [Step::Activation(activation), rest @ ..]) => {
-                    let activation = function(*activation);
-                    dense.forward(&self.params, input, &mut next, images, activation);
+                    let (params, out) = (&self.params, &mut next);
+                    match activation {
+                        Activation::Relu => dense.forward(params, input, out, images, relu),
+                        Activation::Sigmoid => dense.forward(params, input, out, images, sigmoid),
+                        Activation::Tanh => dense.forward(params, input, out, images, f32::tanh),
+                        Activation::Gelu => unreachable!("networks with GELU are not compiled"),
+                    }
                     rest
                 }
                 _ => {
@@ -519,14 +524,15 @@ pub(crate) fn log_softmax(logits: &[f32]) -> [f32; NUM_CLASSES] {
     std::array::from_fn(|i| logits[i] - log_sum)
 }
 
-/// The function an activation applies to each value.
-fn function(activation: Activation) -> fn(f32) -> f32 {
-    match activation {
-        Activation::Relu => |v| v.max(0.0),
-        Activation::Sigmoid => |v| 1.0 / (1.0 + (-v).exp()),
-        Activation::Tanh => f32::tanh,
-        Activation::Gelu => unreachable!("networks with GELU are not compiled"),
-    }
+// The activations as functions of their own, which the loops they are passed to are compiled
+// for: passed as `fn(f32) -> f32` pointers they cost a call per value and the loops stay
+// scalar (a tenth of MLP batch inference's time went to that).
+fn relu(v: f32) -> f32 {
+    v.max(0.0)
+}
+
+fn sigmoid(v: f32) -> f32 {
+    1.0 / (1.0 + (-v).exp())
 }
 
 impl Step {
@@ -557,7 +563,12 @@ impl Step {
             }
             Step::Activation(activation) => {
                 out.resize(input.len(), 0.0);
-                kernels::map(input, out, function(*activation));
+                match activation {
+                    Activation::Relu => kernels::map(input, out, relu),
+                    Activation::Sigmoid => kernels::map(input, out, sigmoid),
+                    Activation::Tanh => kernels::map(input, out, f32::tanh),
+                    Activation::Gelu => unreachable!("networks with GELU are not compiled"),
+                }
             }
             Step::Pool {
                 pooling, geometry, ..
@@ -674,13 +685,18 @@ impl Step {
             }),
             Step::Activation(activation) => {
                 let Some(d_input) = d_input else { return };
-                let derivative = match activation {
-                    Activation::Relu => |d: f32, y: f32| if y > 0.0 { d } else { 0.0 },
-                    Activation::Sigmoid => |d: f32, y: f32| d * y * (1.0 - y),
-                    Activation::Tanh => |d: f32, y: f32| d * (1.0 - y * y),
+                // Each derivative from the activation's output, inlined into its own loop.
+                let (d, y) = (d_out, output);
+                match activation {
+                    Activation::Relu => {
+                        kernels::zip_map(d, y, d_input, |d, y| if y > 0.0 { d } else { 0.0 })
+                    }
+                    Activation::Sigmoid => {
+                        kernels::zip_map(d, y, d_input, |d, y| d * y * (1.0 - y))
+                    }
+                    Activation::Tanh => kernels::zip_map(d, y, d_input, |d, y| d * (1.0 - y * y)),
                     Activation::Gelu => unreachable!("networks with GELU are not compiled"),
-                };
-                kernels::zip_map(d_out, output, d_input, derivative);
+                }
             }
             Step::Pool {
                 pooling,
