@@ -299,11 +299,11 @@ impl ConvGeometry {
         d_out: &[f32],
         d_packed: &mut [f32],
         d_bias: Option<&mut [f32]>,
-        mut d_input: Option<&mut [f32]>,
+        d_input: Option<&mut [f32]>,
     ) {
         let (pixels, patch, o) = (self.out_pixels(), self.patch(), self.outputs);
         let group = self.group();
-        let d_inputs: Vec<Option<&mut [f32]>> = match d_input.as_deref_mut() {
+        let d_inputs: Vec<Option<&mut [f32]>> = match d_input {
             Some(d_input) => d_input
                 .chunks_mut(group * self.in_len())
                 .map(Some)

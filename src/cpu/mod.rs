@@ -744,7 +744,7 @@ mod tests {
 
     use super::*;
     use crate::data::{Dataset, Split};
-    use crate::model::{Ensemble, LayersConfig, Model, ModelConfig, ModelKind};
+    use crate::model::{Ensemble, LayersConfig, ModelConfig, ModelKind};
     use crate::train::{EngineChoice, Optimizer, TrainConfig, Trainer};
 
     /// Every layer kind the engine compiles, each where its own code runs, on odd sides where

@@ -961,8 +961,7 @@ impl Trainer {
             // Dropout's generator is seeded afresh for every batch: a run is the same every
             // time, and a run resumed mid-epoch draws what the uninterrupted one would have.
             let loss = self.step_with(&batch, &not_digits.pixels, Some(seed));
-            // Also true of NaN.
-            if !(loss < DIVERGED_LOSS) {
+            if loss.is_nan() || loss >= DIVERGED_LOSS {
                 return Err(TrainError::Diverged {
                     epoch,
                     batch: index,
