@@ -187,6 +187,53 @@ fn every_optimizer_resumes_exactly_on_every_engine_that_trains_it() {
     }
 }
 
+/// The optimizer state of a convolutional network, batch norm's parameters and convolution
+/// biases included, passes from either engine to the other whole: Adam's moments and step
+/// count for the `cnn` with AdamW, the momentum buffers for LeNet-5 with SGD.
+#[test]
+fn a_convolutional_networks_optimizer_state_passes_between_engines_whole() {
+    let train_set = Dataset::lite(Split::Train).truncated(128);
+    let momentum = Optimizer::Sgd {
+        momentum: 0.9,
+        weight_decay: 0.0,
+    };
+    for (kind, optimizer) in [
+        (
+            digits::model::ModelKind::Cnn,
+            Optimizer::AdamW { weight_decay: 0.05 },
+        ),
+        (digits::model::ModelKind::Lenet5, momentum),
+    ] {
+        let model = kind.config();
+        let on = |engine| TrainConfig {
+            epochs: 2,
+            batch_size: 64,
+            optimizer,
+            engine,
+            ..TrainConfig::default()
+        };
+        for (saved_on, resumed_on) in [
+            (EngineChoice::Auto, EngineChoice::Burn),
+            (EngineChoice::Burn, EngineChoice::Auto),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            save_one_epoch(dir.path(), &model, on(saved_on), &train_set);
+            let saved = RunDir::open(dir.path())
+                .unwrap()
+                .optimizer_state()
+                .unwrap()
+                .unwrap();
+            assert!(!saved.tensors.is_empty());
+            let resumed = resume_run(dir.path(), on(resumed_on));
+            assert_eq!(resumed.is_fused(), resumed_on == EngineChoice::Auto);
+            assert!(
+                resumed.optimizer_state().unwrap() == saved,
+                "{kind:?}: {saved_on:?} to {resumed_on:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_state_saved_by_one_engine_resumes_on_the_other() {
     let train_set = Dataset::lite(Split::Train).truncated(640);
