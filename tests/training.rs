@@ -187,6 +187,30 @@ fn every_optimizer_resumes_exactly_on_every_engine_that_trains_it() {
     }
 }
 
+/// One epoch of `model` saved in `dir` by the engine `saved_on`, then resumed by `resumed_on`,
+/// which must take the saved optimizer state whole; returns that state and the resumed trainer.
+fn resume_on_the_other_engine(
+    dir: &std::path::Path,
+    model: &ModelConfig,
+    on: impl Fn(EngineChoice) -> TrainConfig,
+    (saved_on, resumed_on): (EngineChoice, EngineChoice),
+    train_set: &Dataset,
+) -> (digits::train::OptimizerState, Trainer) {
+    save_one_epoch(dir, model, on(saved_on), train_set);
+    let saved = RunDir::open(dir)
+        .unwrap()
+        .optimizer_state()
+        .unwrap()
+        .unwrap();
+    let resumed = resume_run(dir, on(resumed_on));
+    assert_eq!(resumed.is_fused(), resumed_on == EngineChoice::Auto);
+    assert!(
+        resumed.optimizer_state().unwrap() == saved,
+        "{saved_on:?} to {resumed_on:?}: the state changed on the way"
+    );
+    (saved, resumed)
+}
+
 /// The optimizer state of a convolutional network, batch norm's parameters and convolution
 /// biases included, passes from either engine to the other whole: Adam's moments and step
 /// count for the `cnn` with AdamW, the momentum buffers for LeNet-5 with SGD.
@@ -212,24 +236,14 @@ fn a_convolutional_networks_optimizer_state_passes_between_engines_whole() {
             engine,
             ..TrainConfig::default()
         };
-        for (saved_on, resumed_on) in [
+        for engines in [
             (EngineChoice::Auto, EngineChoice::Burn),
             (EngineChoice::Burn, EngineChoice::Auto),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            save_one_epoch(dir.path(), &model, on(saved_on), &train_set);
-            let saved = RunDir::open(dir.path())
-                .unwrap()
-                .optimizer_state()
-                .unwrap()
-                .unwrap();
-            assert!(!saved.tensors.is_empty());
-            let resumed = resume_run(dir.path(), on(resumed_on));
-            assert_eq!(resumed.is_fused(), resumed_on == EngineChoice::Auto);
-            assert!(
-                resumed.optimizer_state().unwrap() == saved,
-                "{kind:?}: {saved_on:?} to {resumed_on:?}"
-            );
+            let (saved, _) =
+                resume_on_the_other_engine(dir.path(), &model, on, engines, &train_set);
+            assert!(!saved.tensors.is_empty(), "{kind:?}");
         }
     }
 }
@@ -247,18 +261,15 @@ fn a_state_saved_by_one_engine_resumes_on_the_other() {
         (EngineChoice::Auto, EngineChoice::Burn),
         (EngineChoice::Burn, EngineChoice::Auto),
     ] {
+        // The other engine takes the moments and the step count exactly...
         let dir = tempfile::tempdir().unwrap();
-        save_one_epoch(dir.path(), &model, on(saved_on), &train_set);
+        let engines = (saved_on, resumed_on);
+        let (saved, mut resumed) =
+            resume_on_the_other_engine(dir.path(), &model, on, engines, &train_set);
         let run = RunDir::open(dir.path()).unwrap();
         assert!(run.path().join("optimizer.safetensors").is_file());
         assert!(!run.path().join("optimizer.bpk").exists());
-        let saved = run.optimizer_state().unwrap().unwrap();
         assert_eq!(saved.step, 20);
-
-        // The other engine takes the moments and the step count exactly...
-        let mut resumed = resume_run(dir.path(), on(resumed_on));
-        assert_eq!(resumed.is_fused(), resumed_on == EngineChoice::Auto);
-        assert_eq!(resumed.optimizer_state().unwrap(), saved);
 
         // ...and goes on as the first would have: the engines sum in different orders, so
         // closely rather than exactly, but far closer than with a fresh optimizer.
