@@ -245,6 +245,18 @@ impl ConvGeometry {
         });
     }
 
+    /// The patches of every image in `input`, one after the other, in `cols` (resized to fit).
+    fn im2col_images(&self, input: &[f32], cols: &mut Vec<f32>) {
+        let per_image = self.out_pixels() * self.patch();
+        cols.resize(input.len() / self.in_len() * per_image, 0.0);
+        for (image, cols) in input
+            .chunks_exact(self.in_len())
+            .zip(cols.chunks_exact_mut(per_image))
+        {
+            self.im2col(image, cols);
+        }
+    }
+
     /// Adds every patch row of `cols` back onto the image positions it came from.
     pub fn col2im(&self, cols: &[f32], image: &mut [f32]) {
         image.fill(0.0);
@@ -265,7 +277,7 @@ impl ConvGeometry {
 
     /// The forward pass of a batch: `out = patches · packed + bias`, a few images at a time.
     pub fn forward(&self, input: &[f32], packed: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
-        let (pixels, patch, o) = (self.out_pixels(), self.patch(), self.outputs);
+        let (patch, o) = (self.patch(), self.outputs);
         let group = self.group();
         input
             .par_chunks(group * self.in_len())
@@ -273,13 +285,7 @@ impl ConvGeometry {
             // One patch buffer per piece of work rayon hands a thread, reused across groups.
             .for_each_init(Vec::new, |cols, (input, out)| {
                 let rows = out.len() / o;
-                cols.resize(rows * patch, 0.0);
-                for (image, cols) in input
-                    .chunks_exact(self.in_len())
-                    .zip(cols.chunks_exact_mut(pixels * patch))
-                {
-                    self.im2col(image, cols);
-                }
+                self.im2col_images(input, cols);
                 gemm([rows, patch, o], (cols, patch, 1), (packed, o, 1), out);
                 if let Some(bias) = bias {
                     for row in out.chunks_exact_mut(o) {
@@ -322,13 +328,7 @@ impl ConvGeometry {
             // im2col writes every value of it.
             .map_init(Vec::new, |cols, ((input, d_out), d_input)| {
                 let rows = d_out.len() / o;
-                cols.resize(rows * patch, 0.0);
-                for (image, cols) in input
-                    .chunks_exact(self.in_len())
-                    .zip(cols.chunks_exact_mut(pixels * patch))
-                {
-                    self.im2col(image, cols);
-                }
+                self.im2col_images(input, cols);
                 let mut grad = vec![0.0; patch * o];
                 gemm([patch, rows, o], (cols, 1, patch), (d_out, o, 1), &mut grad);
                 if let Some(d_input) = d_input {

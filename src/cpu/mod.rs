@@ -25,10 +25,29 @@ use crate::model::{
 /// Whether this engine computes `plan`: every layer kind but GELU, whose derivative it does not
 /// implement.
 pub fn computes(plan: &Plan) -> bool {
-    !plan
-        .layers()
-        .iter()
-        .any(|layer| matches!(layer, Layer::Activation(Activation::Gelu)))
+    plan.layers().iter().all(|layer| match layer {
+        Layer::Activation(activation) => Unary::of(*activation).is_some(),
+        _ => true,
+    })
+}
+
+/// The activations the engine computes: those whose derivative follows from their output.
+#[derive(Debug, Clone, Copy)]
+enum Unary {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl Unary {
+    fn of(activation: Activation) -> Option<Self> {
+        match activation {
+            Activation::Relu => Some(Unary::Relu),
+            Activation::Sigmoid => Some(Unary::Sigmoid),
+            Activation::Tanh => Some(Unary::Tanh),
+            Activation::Gelu => None,
+        }
+    }
 }
 
 /// One trainable tensor, in PyTorch's layout, with its latest gradient.
@@ -69,8 +88,7 @@ enum Step {
         /// Which of each window's four values won, from the latest training forward pass.
         argmax: Vec<u8>,
     },
-    /// ReLU, sigmoid or tanh: each derivative follows from the output alone.
-    Activation(Activation),
+    Activation(Unary),
     Pool {
         pooling: Pooling,
         geometry: PoolGeometry,
@@ -244,7 +262,6 @@ impl Network {
     /// Compiles `plan` with `weights` (every tensor the plan names, nothing else). `plan`
     /// must be one this engine [`computes`].
     pub fn new(plan: &Plan, mut weights: Weights) -> Result<Self, WeightsError> {
-        assert!(computes(plan), "the CPU engine does not compute GELU");
         let mut params = Vec::new();
         let mut take = |weights: &mut Weights, name: String, shape: Vec<usize>| {
             params.push(Parameter::take(weights, name, shape)?);
@@ -327,7 +344,9 @@ impl Network {
                         _ => steps.push(Step::BatchNorm(norm)),
                     }
                 }
-                Layer::Activation(activation) => steps.push(Step::Activation(*activation)),
+                Layer::Activation(activation) => steps.push(Step::Activation(
+                    Unary::of(*activation).expect("plans with GELU are not compiled"),
+                )),
                 Layer::Pool(pooling) => {
                     steps.push(Step::Pool {
                         pooling: *pooling,
@@ -436,10 +455,9 @@ impl Network {
                 (Step::Linear(dense), [Step::Activation(activation), rest @ ..]) => {
                     let (params, out) = (&self.params, &mut next);
                     match activation {
-                        Activation::Relu => dense.forward(params, input, out, images, relu),
-                        Activation::Sigmoid => dense.forward(params, input, out, images, sigmoid),
-                        Activation::Tanh => dense.forward(params, input, out, images, f32::tanh),
-                        Activation::Gelu => unreachable!("networks with GELU are not compiled"),
+                        Unary::Relu => dense.forward(params, input, out, images, relu),
+                        Unary::Sigmoid => dense.forward(params, input, out, images, sigmoid),
+                        Unary::Tanh => dense.forward(params, input, out, images, f32::tanh),
                     }
                     rest
                 }
@@ -564,10 +582,9 @@ impl Step {
             Step::Activation(activation) => {
                 out.resize(input.len(), 0.0);
                 match activation {
-                    Activation::Relu => kernels::map(input, out, relu),
-                    Activation::Sigmoid => kernels::map(input, out, sigmoid),
-                    Activation::Tanh => kernels::map(input, out, f32::tanh),
-                    Activation::Gelu => unreachable!("networks with GELU are not compiled"),
+                    Unary::Relu => kernels::map(input, out, relu),
+                    Unary::Sigmoid => kernels::map(input, out, sigmoid),
+                    Unary::Tanh => kernels::map(input, out, f32::tanh),
                 }
             }
             Step::Pool {
@@ -688,14 +705,11 @@ impl Step {
                 // Each derivative from the activation's output, inlined into its own loop.
                 let (d, y) = (d_out, output);
                 match activation {
-                    Activation::Relu => {
+                    Unary::Relu => {
                         kernels::zip_map(d, y, d_input, |d, y| if y > 0.0 { d } else { 0.0 })
                     }
-                    Activation::Sigmoid => {
-                        kernels::zip_map(d, y, d_input, |d, y| d * y * (1.0 - y))
-                    }
-                    Activation::Tanh => kernels::zip_map(d, y, d_input, |d, y| d * (1.0 - y * y)),
-                    Activation::Gelu => unreachable!("networks with GELU are not compiled"),
+                    Unary::Sigmoid => kernels::zip_map(d, y, d_input, |d, y| d * y * (1.0 - y)),
+                    Unary::Tanh => kernels::zip_map(d, y, d_input, |d, y| d * (1.0 - y * y)),
                 }
             }
             Step::Pool {
