@@ -17,6 +17,51 @@ use rayon::prelude::*;
 /// hand-off costs more than the pass.
 const PARALLEL_PIECE: usize = 1 << 15;
 
+/// Whether the portable build of a [`with_avx2`] function may fuse multiply-adds: every
+/// aarch64 processor can, while x86-64's baseline (SSE2) cannot, and asking for one there
+/// calls a slow software routine.
+const FUSED_PORTABLY: bool = cfg!(target_arch = "aarch64");
+
+/// Defines a function whose body is compiled twice: for AVX2 and FMA, taken at run time where
+/// the processor has them, and for the baseline otherwise. The crate is built for x86-64's
+/// baseline (SSE2), where the loops over channels of batch norm and pooling stay scalar
+/// (their selects and byte-to-float conversions vectorize only with AVX2). A closure takes
+/// the target features of the function it is written in, so the body, closures and all, is
+/// repeated rather than called. The arithmetic is the same in both (no multiply-add is fused
+/// unless asked), except in a body given `fused NAME;`: there the constant `NAME` says
+/// whether [`multiply_add`] may fuse.
+macro_rules! with_avx2 {
+    (
+        fused $fused:ident;
+        $(#[$meta:meta])*
+        $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    const $fused: bool = true;
+                    $body
+                }
+                // SAFETY: the processor has AVX2 and FMA, as just checked.
+                return unsafe { avx2($($arg),*) };
+            }
+            fn portable($($arg: $ty),*) $(-> $ret)? {
+                const $fused: bool = FUSED_PORTABLY;
+                $body
+            }
+            portable($($arg),*)
+        }
+    };
+    ($(#[$meta:meta])* $vis:vis fn $($rest:tt)*) => {
+        with_avx2! { fused _UNFUSED; $(#[$meta])* $vis fn $($rest)* }
+    };
+}
+
 /// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
 pub(crate) fn gemm(
     [m, k, n]: [usize; 3],
@@ -279,6 +324,9 @@ impl ConvGeometry {
     pub fn forward(&self, input: &[f32], packed: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
         let (patch, o) = (self.patch(), self.outputs);
         let group = self.group();
+        if self.inputs == 1 {
+            return self.direct_forward(input, packed, bias, out);
+        }
         input
             .par_chunks(group * self.in_len())
             .zip(out.par_chunks_mut(group * self.out_len()))
@@ -309,6 +357,10 @@ impl ConvGeometry {
     ) {
         let (pixels, patch, o) = (self.out_pixels(), self.patch(), self.outputs);
         let group = self.group();
+        if self.inputs == 1 && d_input.is_none() {
+            self.direct_weight_gradient(input, d_out, d_packed);
+            return self.bias_gradient(d_out, d_bias);
+        }
         let d_inputs: Vec<Option<&mut [f32]>> = match d_input {
             Some(d_input) => d_input
                 .chunks_mut(group * self.in_len())
@@ -344,16 +396,184 @@ impl ConvGeometry {
                 grad
             })
             .collect();
-        d_packed.fill(0.0);
-        for grad in partial {
-            d_packed.iter_mut().zip(&grad).for_each(|(d, g)| *d += g);
-        }
+        sum_in_order(partial, d_packed);
+        self.bias_gradient(d_out, d_bias);
+    }
+
+    fn bias_gradient(&self, d_out: &[f32], d_bias: Option<&mut [f32]>) {
         if let Some(d_bias) = d_bias {
             d_bias.fill(0.0);
-            for row in d_out.chunks_exact(o) {
+            for row in d_out.chunks_exact(self.outputs) {
                 d_bias.iter_mut().zip(row).for_each(|(g, d)| *g += d);
             }
         }
+    }
+
+    /// Side of a padded one-channel image's rows.
+    fn padded_width(&self) -> usize {
+        self.width + 2 * self.padding
+    }
+
+    /// `image` with `padding` zeros on every side, so that every tap of the direct loops
+    /// reads a value without a bounds test.
+    fn pad(&self, image: &[f32], padded: &mut Vec<f32>) {
+        let (p, width) = (self.padding, self.padded_width());
+        padded.clear();
+        padded.resize(width * (self.height + 2 * p), 0.0);
+        for (row, pixels) in image.chunks_exact(self.width).enumerate() {
+            let at = (row + p) * width + p;
+            padded[at..at + self.width].copy_from_slice(pixels);
+        }
+    }
+
+    /// [`ConvGeometry::forward`] for one-channel images (every network's first layer), without
+    /// patches: with `kernel²` values per patch, im2col's GEMM spends its time packing and
+    /// storing rather than multiplying (conv1 ran at 12 GFLOP/s, a ninth of one core's
+    /// peak). Each output pixel's channels are summed over the taps in registers instead.
+    fn direct_forward(&self, input: &[f32], packed: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+        input
+            .par_chunks(self.group() * self.in_len())
+            .zip(out.par_chunks_mut(self.group() * self.out_len()))
+            .for_each_init(Vec::new, |padded, (input, out)| {
+                for (image, out) in input
+                    .chunks_exact(self.in_len())
+                    .zip(out.chunks_exact_mut(self.out_len()))
+                {
+                    self.pad(image, padded);
+                    direct_forward_image(self, padded, packed, bias, out);
+                }
+            });
+    }
+
+    /// [`ConvGeometry::backward`]'s weight gradient for one-channel images, without patches.
+    fn direct_weight_gradient(&self, input: &[f32], d_out: &[f32], d_packed: &mut [f32]) {
+        let group = self.group();
+        let partial: Vec<Vec<f32>> = input
+            .par_chunks(group * self.in_len())
+            .zip(d_out.par_chunks(group * self.out_len()))
+            .map_init(Vec::new, |padded, (input, d_out)| {
+                let mut grad = vec![0.0; self.patch() * self.outputs];
+                for (image, d_out) in input
+                    .chunks_exact(self.in_len())
+                    .zip(d_out.chunks_exact(self.out_len()))
+                {
+                    self.pad(image, padded);
+                    direct_weight_gradient_image(self, padded, d_out, &mut grad);
+                }
+                grad
+            })
+            .collect();
+        sum_in_order(partial, d_packed);
+    }
+}
+
+/// Channels the direct convolution loops take at once: two AVX2 registers' worth.
+const LANES: usize = 16;
+
+with_avx2! {
+    fused FUSED;
+    /// One padded one-channel image's outputs: for each pixel and block of [`LANES`]
+    /// channels, the sum over the taps of the input value times the tap's weights.
+    fn direct_forward_image(
+        conv: &ConvGeometry,
+        padded: &[f32],
+        packed: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let (k, o, width) = (conv.kernel, conv.outputs, conv.padded_width());
+        let blocks = o / LANES * LANES;
+        for (pixel, out) in out.chunks_exact_mut(o).enumerate() {
+            let corner = (pixel / conv.out_width()) * width + pixel % conv.out_width();
+            for first in (0..blocks).step_by(LANES) {
+                let mut sum = [0.0f32; LANES];
+                if let Some(bias) = bias {
+                    sum.copy_from_slice(&bias[first..first + LANES]);
+                }
+                for ky in 0..k {
+                    for (kx, &x) in padded[corner + ky * width..][..k].iter().enumerate() {
+                        let weights: &[f32; LANES] = packed[(ky * k + kx) * o + first..]
+                            [..LANES]
+                            .try_into()
+                            .unwrap();
+                        for (s, &w) in sum.iter_mut().zip(weights) {
+                            *s = multiply_add::<FUSED>(x, w, *s);
+                        }
+                    }
+                }
+                out[first..first + LANES].copy_from_slice(&sum);
+            }
+            for (channel, out) in out.iter_mut().enumerate().skip(blocks) {
+                let mut sum = bias.map_or(0.0, |b| b[channel]);
+                for ky in 0..k {
+                    for (kx, &x) in padded[corner + ky * width..][..k].iter().enumerate() {
+                        sum = multiply_add::<FUSED>(x, packed[(ky * k + kx) * o + channel], sum);
+                    }
+                }
+                *out = sum;
+            }
+        }
+    }
+}
+
+with_avx2! {
+    fused FUSED;
+    /// Adds one padded one-channel image's share to the packed weight's gradient `grad`: for
+    /// each tap and block of [`LANES`] channels, the output gradient's rows weighted by the
+    /// input value the tap read.
+    fn direct_weight_gradient_image(
+        conv: &ConvGeometry,
+        padded: &[f32],
+        d_out: &[f32],
+        grad: &mut [f32],
+    ) {
+        let (k, o, width) = (conv.kernel, conv.outputs, conv.padded_width());
+        let (out_width, blocks) = (conv.out_width(), o / LANES * LANES);
+        for tap in 0..k * k {
+            let (ky, kx) = (tap / k, tap % k);
+            let grad = &mut grad[tap * o..][..o];
+            for first in (0..blocks).step_by(LANES) {
+                let mut sum: [f32; LANES] = grad[first..first + LANES].try_into().unwrap();
+                for oy in 0..conv.out_height() {
+                    let reads = &padded[(oy + ky) * width + kx..][..out_width];
+                    let rows = &d_out[oy * out_width * o..][..out_width * o];
+                    for (&x, row) in reads.iter().zip(rows.chunks_exact(o)) {
+                        let d: &[f32; LANES] = row[first..first + LANES].try_into().unwrap();
+                        for (s, &d) in sum.iter_mut().zip(d) {
+                            *s = multiply_add::<FUSED>(x, d, *s);
+                        }
+                    }
+                }
+                grad[first..first + LANES].copy_from_slice(&sum);
+            }
+            for channel in blocks..o {
+                let mut sum = grad[channel];
+                for oy in 0..conv.out_height() {
+                    let reads = &padded[(oy + ky) * width + kx..][..out_width];
+                    let rows = &d_out[oy * out_width * o..][..out_width * o];
+                    for (&x, row) in reads.iter().zip(rows.chunks_exact(o)) {
+                        sum = multiply_add::<FUSED>(x, row[channel], sum);
+                    }
+                }
+                grad[channel] = sum;
+            }
+        }
+    }
+}
+
+/// `x * w + s`, rounded once with `FUSED`: where the processor has the instruction (see
+/// [`with_avx2`]).
+#[inline(always)]
+fn multiply_add<const FUSED: bool>(x: f32, w: f32, s: f32) -> f32 {
+    if FUSED { x.mul_add(w, s) } else { x * w + s }
+}
+
+/// The per-group partial sums added into `total` in the groups' order: the same bits
+/// whatever the number of threads.
+fn sum_in_order(partial: Vec<Vec<f32>>, total: &mut [f32]) {
+    total.fill(0.0);
+    for part in partial {
+        total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
     }
 }
 
@@ -406,34 +626,36 @@ fn scale_shift_rows(input: &[f32], scale: &[f32], shift: &[f32], out: &mut [f32]
     }
 }
 
-/// The batch's mean and biased variance per channel of channels-last `input`. The sums are
-/// taken around the first row's values, so that a mean far from zero cancels nothing.
-pub(crate) fn batch_statistics(input: &[f32], channels: usize) -> (Vec<f64>, Vec<f64>) {
-    let block = SUM_BLOCK * channels;
-    let origin = &input[..channels];
-    let (sum, squares) = channel_sums(input.len().div_ceil(block), channels, |i, sum, squares| {
-        let rows = &input[i * block..((i + 1) * block).min(input.len())];
-        for row in rows.chunks_exact(channels) {
-            for (((s, q), &x), &o) in sum.iter_mut().zip(squares.iter_mut()).zip(row).zip(origin) {
-                let x = x - o;
-                *s += x;
-                *q += x * x;
+with_avx2! {
+    /// The batch's mean and biased variance per channel of channels-last `input`. The sums are
+    /// taken around the first row's values, so that a mean far from zero cancels nothing.
+    pub(crate) fn batch_statistics(input: &[f32], channels: usize) -> (Vec<f64>, Vec<f64>) {
+        let block = SUM_BLOCK * channels;
+        let origin = &input[..channels];
+        let (sum, squares) = channel_sums(input.len().div_ceil(block), channels, |i, sum, squares| {
+            let rows = &input[i * block..((i + 1) * block).min(input.len())];
+            for row in rows.chunks_exact(channels) {
+                for (((s, q), &x), &o) in sum.iter_mut().zip(squares.iter_mut()).zip(row).zip(origin) {
+                    let x = x - o;
+                    *s += x;
+                    *q += x * x;
+                }
             }
-        }
-    });
-    let n = (input.len() / channels) as f64;
-    let shift: Vec<f64> = sum.iter().map(|s| s / n).collect();
-    let variance = squares
-        .iter()
-        .zip(&shift)
-        .map(|(q, m)| (q / n - m * m).max(0.0))
-        .collect();
-    let mean = shift
-        .iter()
-        .zip(origin)
-        .map(|(m, &o)| m + o as f64)
-        .collect();
-    (mean, variance)
+        });
+        let n = (input.len() / channels) as f64;
+        let shift: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let variance = squares
+            .iter()
+            .zip(&shift)
+            .map(|(q, m)| (q / n - m * m).max(0.0))
+            .collect();
+        let mean = shift
+            .iter()
+            .zip(origin)
+            .map(|(m, &o)| m + o as f64)
+            .collect();
+        (mean, variance)
+    }
 }
 
 /// What batch norm's backward pass needs besides the output's gradient: the input, the
@@ -514,34 +736,36 @@ impl NormInputGradient {
     }
 }
 
-/// Batch norm's backward pass over channels-last rows: `d_input` from the output's gradient,
-/// and the gradients of the scale (`gamma`) and shift (`beta`).
-pub(crate) fn batch_norm_backward(
-    saved: NormSaved,
-    d_out: &[f32],
-    d_gamma: &mut [f32],
-    d_beta: &mut [f32],
-    d_input: Option<&mut [f32]>,
-) {
-    let channels = saved.mean.len();
-    let block = SUM_BLOCK * channels;
-    let sums = channel_sums(d_out.len().div_ceil(block), channels, |i, sum, dot| {
-        let range = i * block..((i + 1) * block).min(d_out.len());
-        let rows = d_out[range.clone()].chunks_exact(channels);
-        for (d, x) in rows.zip(saved.input[range].chunks_exact(channels)) {
-            for c in 0..channels {
-                sum[c] += d[c];
-                dot[c] += d[c] * (x[c] - saved.mean[c]) * saved.inv_std[c];
+with_avx2! {
+    /// Batch norm's backward pass over channels-last rows: `d_input` from the output's gradient,
+    /// and the gradients of the scale (`gamma`) and shift (`beta`).
+    pub(crate) fn batch_norm_backward(
+        saved: NormSaved,
+        d_out: &[f32],
+        d_gamma: &mut [f32],
+        d_beta: &mut [f32],
+        d_input: Option<&mut [f32]>,
+    ) {
+        let channels = saved.mean.len();
+        let block = SUM_BLOCK * channels;
+        let sums = channel_sums(d_out.len().div_ceil(block), channels, |i, sum, dot| {
+            let range = i * block..((i + 1) * block).min(d_out.len());
+            let rows = d_out[range.clone()].chunks_exact(channels);
+            for (d, x) in rows.zip(saved.input[range].chunks_exact(channels)) {
+                for c in 0..channels {
+                    sum[c] += d[c];
+                    dot[c] += d[c] * (x[c] - saved.mean[c]) * saved.inv_std[c];
+                }
             }
-        }
-    });
-    let gradient = saved.finish(sums, d_out.len() / channels, d_gamma, d_beta);
-    let Some(d_input) = d_input else { return };
-    let piece = PARALLEL_PIECE.div_ceil(channels) * channels;
-    d_input
-        .par_chunks_mut(piece)
-        .zip(d_out.par_chunks(piece).zip(saved.input.par_chunks(piece)))
-        .for_each(|(d_input, (d_out, input))| gradient.rows(input, Some(d_out), d_input));
+        });
+        let gradient = saved.finish(sums, d_out.len() / channels, d_gamma, d_beta);
+        let Some(d_input) = d_input else { return };
+        let piece = PARALLEL_PIECE.div_ceil(channels) * channels;
+        d_input
+            .par_chunks_mut(piece)
+            .zip(d_out.par_chunks(piece).zip(saved.input.par_chunks(piece)))
+            .for_each(|(d_input, (d_out, input))| gradient.rows(input, Some(d_out), d_input));
+    }
 }
 
 /// A 2x2, stride-2 pooling over channels-last images (odd edges dropped, as PyTorch does).
@@ -584,14 +808,42 @@ fn max_window<const NORM_RELU: bool>(
     }
 }
 
-/// The value of `rows[argmax]` at channel `ch`, as a select the compiler can vectorize.
+/// The value of `rows[argmax]` at channel `ch`: all four read, then selected, so that the
+/// compiler can vectorize the loop it sits in.
 #[inline(always)]
 fn winner(rows: [&[f32]; 4], argmax: u8, ch: usize) -> f32 {
-    match argmax {
-        0 => rows[0][ch],
-        1 => rows[1][ch],
-        2 => rows[2][ch],
-        _ => rows[3][ch],
+    let [a, b, c, d] = rows.map(|row| row[ch]);
+    if argmax < 2 {
+        if argmax == 0 { a } else { b }
+    } else if argmax == 2 {
+        c
+    } else {
+        d
+    }
+}
+
+/// Adds `coefficient · d_pooled` to `d_row`, the values at one position of their windows,
+/// where that position won (`argmax == position`) and the ReLU let the gradient through
+/// (`pooled > 0`). A function of its own so that the compiler knows `d_row` aliases nothing
+/// else and vectorizes the loop (written inline in a closure, it stayed scalar).
+#[inline(always)]
+fn add_to_winners(
+    d_row: &mut [f32],
+    (position, argmax): (u8, &[u8]),
+    pooled: &[f32],
+    d_pooled: &[f32],
+    coefficient: &[f32],
+) {
+    let c = d_row.len();
+    let (argmax, pooled, d_pooled) = (&argmax[..c], &pooled[..c], &d_pooled[..c]);
+    let coefficient = &coefficient[..c];
+    for ch in 0..c {
+        let passed = if pooled[ch] > 0.0 {
+            coefficient[ch] * d_pooled[ch]
+        } else {
+            0.0
+        };
+        d_row[ch] += if argmax[ch] == position { passed } else { 0.0 };
     }
 }
 
@@ -628,43 +880,6 @@ impl PoolGeometry {
         }
     }
 
-    /// Max pooling of `transform(x)`: with no transform, plain max pooling; with batch norm's
-    /// per-channel scale and shift, batch norm, ReLU and max pooling in one pass. `argmax`
-    /// keeps which of the four won each window (the first of equal values, as in PyTorch).
-    pub fn max_forward(
-        &self,
-        input: &[f32],
-        transform: Option<(&[f32], &[f32])>,
-        out: &mut [f32],
-        argmax: &mut [u8],
-    ) {
-        let c = self.channels;
-        let per = images_per_thread(input.len() / self.in_len());
-        for_each_zipped(
-            input.par_chunks(per * self.in_len()),
-            out.par_chunks_mut(per * self.out_len()),
-            argmax.par_chunks_mut(per * self.out_len()),
-            |input, out, argmax| {
-                for ((image, out), argmax) in input
-                    .chunks_exact(self.in_len())
-                    .zip(out.chunks_exact_mut(self.out_len()))
-                    .zip(argmax.chunks_exact_mut(self.out_len()))
-                {
-                    self.windows(|o, rows| {
-                        let rows = rows.map(|at| &image[at..at + c]);
-                        let (out, argmax) = (&mut out[o..o + c], &mut argmax[o..o + c]);
-                        match transform {
-                            Some((scale, shift)) => {
-                                max_window::<true>(rows, scale, shift, out, argmax)
-                            }
-                            None => max_window::<false>(rows, &[], &[], out, argmax),
-                        }
-                    });
-                }
-            },
-        );
-    }
-
     pub fn max_backward(&self, d_out: &[f32], argmax: &[u8], d_input: &mut [f32]) {
         let c = self.channels;
         let per = images_per_thread(d_out.len() / self.out_len());
@@ -682,71 +897,6 @@ impl PoolGeometry {
                     self.windows(|o, rows| {
                         for ch in 0..c {
                             d_image[rows[argmax[o + ch] as usize] + ch] = d_out[o + ch];
-                        }
-                    });
-                }
-            },
-        );
-    }
-
-    /// The backward pass of batch norm, ReLU and max pooling fused by
-    /// [`PoolGeometry::max_forward`]: only each window's winner gets the pooled gradient, and
-    /// only where the ReLU let it through (`pooled > 0`).
-    #[allow(clippy::too_many_arguments)]
-    pub fn norm_relu_max_backward(
-        &self,
-        saved: NormSaved,
-        pooled: &[f32],
-        d_pooled: &[f32],
-        argmax: &[u8],
-        d_gamma: &mut [f32],
-        d_beta: &mut [f32],
-        d_input: Option<&mut [f32]>,
-    ) {
-        let c = self.channels;
-        let images = pooled.len() / self.out_len();
-        let (in_len, out_len) = (self.in_len(), self.out_len());
-        // The pooled gradient that reached each window's winner through the ReLU.
-        let passed = |o: usize| if pooled[o] > 0.0 { d_pooled[o] } else { 0.0 };
-        let sums = channel_sums(images, c, |image, sum, dot| {
-            let input = &saved.input[image * in_len..][..in_len];
-            let at = image * out_len;
-            self.windows(|o, rows| {
-                let rows = rows.map(|r| &input[r..r + c]);
-                let argmax = &argmax[at + o..at + o + c];
-                for ch in 0..c {
-                    let x = winner(rows, argmax[ch], ch);
-                    let d = passed(at + o + ch);
-                    sum[ch] += d;
-                    dot[ch] += d * (x - saved.mean[ch]) * saved.inv_std[ch];
-                }
-            });
-        });
-        let gradient = saved.finish(sums, images * self.height * self.width, d_gamma, d_beta);
-        let Some(d_input) = d_input else { return };
-        let per = images_per_thread(images);
-        for_each_zipped(
-            d_input.par_chunks_mut(per * in_len),
-            saved.input.par_chunks(per * in_len),
-            (pooled.par_chunks(per * out_len))
-                .zip(d_pooled.par_chunks(per * out_len))
-                .zip(argmax.par_chunks(per * out_len)),
-            |d_input, input, ((pooled, d_pooled), argmax)| {
-                for (image, (d_image, input)) in d_input
-                    .chunks_exact_mut(in_len)
-                    .zip(input.chunks_exact(in_len))
-                    .enumerate()
-                {
-                    // Every value's share of the batch terms, then the winners' own gradient.
-                    gradient.rows(input, None, d_image);
-                    let at = image * out_len;
-                    self.windows(|o, rows| {
-                        for ch in 0..c {
-                            let o = at + o + ch;
-                            if pooled[o] > 0.0 {
-                                d_image[rows[argmax[o] as usize] + ch] +=
-                                    gradient.coefficient[ch] * d_pooled[o];
-                            }
                         }
                     });
                 }
@@ -794,6 +944,116 @@ impl PoolGeometry {
                     });
                 }
             });
+    }
+}
+
+with_avx2! {
+    /// Max pooling of `transform(x)`: with no transform, plain max pooling; with batch norm's
+    /// per-channel scale and shift, batch norm, ReLU and max pooling in one pass. `argmax`
+    /// keeps which of the four won each window (the first of equal values, as in PyTorch).
+    pub(crate) fn max_pool_forward(
+        pool: &PoolGeometry,
+        input: &[f32],
+        transform: Option<(&[f32], &[f32])>,
+        out: &mut [f32],
+        argmax: &mut [u8],
+    ) {
+        let c = pool.channels;
+        let per = images_per_thread(input.len() / pool.in_len());
+        for_each_zipped(
+            input.par_chunks(per * pool.in_len()),
+            out.par_chunks_mut(per * pool.out_len()),
+            argmax.par_chunks_mut(per * pool.out_len()),
+            |input, out, argmax| {
+                for ((image, out), argmax) in input
+                    .chunks_exact(pool.in_len())
+                    .zip(out.chunks_exact_mut(pool.out_len()))
+                    .zip(argmax.chunks_exact_mut(pool.out_len()))
+                {
+                    pool.windows(|o, rows| {
+                        let rows = rows.map(|at| &image[at..at + c]);
+                        let (out, argmax) = (&mut out[o..o + c], &mut argmax[o..o + c]);
+                        match transform {
+                            Some((scale, shift)) => {
+                                max_window::<true>(rows, scale, shift, out, argmax)
+                            }
+                            None => max_window::<false>(rows, &[], &[], out, argmax),
+                        }
+                    });
+                }
+            },
+        );
+    }
+}
+
+with_avx2! {
+    /// The backward pass of batch norm, ReLU and max pooling fused by
+    /// [`max_pool_forward`]: only each window's winner gets the pooled gradient, and
+    /// only where the ReLU let it through (`pooled > 0`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn norm_relu_max_pool_backward(
+        pool: &PoolGeometry,
+        saved: NormSaved,
+        pooled: &[f32],
+        d_pooled: &[f32],
+        argmax: &[u8],
+        d_gamma: &mut [f32],
+        d_beta: &mut [f32],
+        d_input: Option<&mut [f32]>,
+    ) {
+        let c = pool.channels;
+        let images = pooled.len() / pool.out_len();
+        let (in_len, out_len) = (pool.in_len(), pool.out_len());
+        // Every slice is cut to the channels before the loops over them, which then compile
+        // to vector code without bounds tests (they were a tenth of a cnn training step).
+        let sums = channel_sums(images, c, |image, sum, dot| {
+            let input = &saved.input[image * in_len..][..in_len];
+            let at = image * out_len;
+            let (sum, dot) = (&mut sum[..c], &mut dot[..c]);
+            pool.windows(|o, rows| {
+                let rows = rows.map(|r| &input[r..][..c]);
+                let argmax = &argmax[at + o..][..c];
+                let (pooled, d_pooled) = (&pooled[at + o..][..c], &d_pooled[at + o..][..c]);
+                let (mean, inv_std) = (&saved.mean[..c], &saved.inv_std[..c]);
+                for ch in 0..c {
+                    let x = winner(rows, argmax[ch], ch);
+                    // The pooled gradient that reached the winner through the ReLU.
+                    let d = if pooled[ch] > 0.0 { d_pooled[ch] } else { 0.0 };
+                    sum[ch] += d;
+                    dot[ch] += d * (x - mean[ch]) * inv_std[ch];
+                }
+            });
+        });
+        let gradient = saved.finish(sums, images * pool.height * pool.width, d_gamma, d_beta);
+        let Some(d_input) = d_input else { return };
+        let per = images_per_thread(images);
+        for_each_zipped(
+            d_input.par_chunks_mut(per * in_len),
+            saved.input.par_chunks(per * in_len),
+            (pooled.par_chunks(per * out_len))
+                .zip(d_pooled.par_chunks(per * out_len))
+                .zip(argmax.par_chunks(per * out_len)),
+            |d_input, input, ((pooled, d_pooled), argmax)| {
+                for (image, (d_image, input)) in d_input
+                    .chunks_exact_mut(in_len)
+                    .zip(input.chunks_exact(in_len))
+                    .enumerate()
+                {
+                    // Every value's share of the batch terms, then the winners' own gradient.
+                    gradient.rows(input, None, d_image);
+                    let at = image * out_len;
+                    pool.windows(|o, rows| {
+                        let argmax = &argmax[at + o..][..c];
+                        let (pooled, d_pooled) = (&pooled[at + o..][..c], &d_pooled[at + o..][..c]);
+                        for (position, row) in rows.into_iter().enumerate() {
+                            let d_row = &mut d_image[row..][..c];
+                            let winners = (position as u8, argmax);
+                            add_to_winners(d_row, winners, pooled, d_pooled, &gradient.coefficient);
+                        }
+                    });
+                }
+            },
+        );
     }
 }
 
