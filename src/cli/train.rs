@@ -122,8 +122,8 @@ pub enum AugmentChoice {
     Digits,
     Affine,
     Clothes,
-    /// For people's own digits: every pen, blur, tight crops, continental 1s and 7s, framed
-    /// as `prepare` frames them.
+    /// For people's own digits: every pen, blur, tight crops, continental 1s and 7s, closed
+    /// 4s and hooked 9s, framed as `prepare` frames them.
     Handwriting,
 }
 
