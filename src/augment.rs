@@ -820,36 +820,33 @@ mod tests {
             ys.flat_map(|y| xs.clone().map(move |x| image[y * IMAGE_SIDE + x]))
                 .sum::<f32>()
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(2);
         // An open 4: an arm down to a bar, and a stem to its right.
-        let mut four = vec![0.0; IMAGE_PIXELS];
-        draw_segment(&mut four, (10.0, 6.0), (8.0, 16.0), 2.0);
-        draw_segment(&mut four, (8.0, 16.0), (21.0, 16.0), 2.0);
-        draw_segment(&mut four, (17.0, 6.0), (17.0, 23.0), 2.0);
-        let open = four.clone();
-        close_four_or_hook_nine(&mut four, 4, &mut rng);
-        let (gap_before, gap_after) = (sum(&open, 12..16, 5..8), sum(&four, 12..16, 5..8));
-        assert!(
-            gap_before < 0.5 && gap_after > 4.0,
-            "a bar closes the top: {gap_before} -> {gap_after}"
-        );
-        // A 9: a loop and a straight stem down from its right side.
-        let mut nine = vec![0.0; IMAGE_PIXELS];
-        for (from, to) in [((11.0, 5.0), (17.0, 5.0)), ((11.0, 5.0), (11.0, 12.0))] {
-            draw_segment(&mut nine, from, to, 2.0);
+        let mut open = vec![0.0; IMAGE_PIXELS];
+        draw_segment(&mut open, (10.0, 6.0), (8.0, 16.0), 2.0);
+        draw_segment(&mut open, (8.0, 16.0), (21.0, 16.0), 2.0);
+        draw_segment(&mut open, (17.0, 6.0), (17.0, 23.0), 2.0);
+        // A 9: a loop and a straight stem down from its right side, its foot at (17, 23).
+        let mut straight = vec![0.0; IMAGE_PIXELS];
+        draw_segment(&mut straight, (11.0, 5.0), (17.0, 5.0), 2.0);
+        draw_segment(&mut straight, (11.0, 5.0), (11.0, 12.0), 2.0);
+        draw_segment(&mut straight, (11.0, 12.0), (17.0, 12.0), 2.0);
+        draw_segment(&mut straight, (17.0, 5.0), (17.0, 23.0), 2.0);
+        let (gap, left_of_foot) = ((12..16, 5..8), (4..16, 21..28));
+        assert!(sum(&open, gap.0.clone(), gap.1.clone()) < 0.5);
+        assert!(sum(&straight, left_of_foot.0.clone(), left_of_foot.1.clone()) < 0.5);
+        for seed in 0..16 {
+            let mut four = open.clone();
+            close_four_or_hook_nine(&mut four, 4, &mut ChaCha8Rng::seed_from_u64(seed));
+            let bar = sum(&four, gap.0.clone(), gap.1.clone());
+            assert!(bar > 4.0, "seed {seed}: a bar closes the top ({bar})");
+            let mut nine = straight.clone();
+            close_four_or_hook_nine(&mut nine, 9, &mut ChaCha8Rng::seed_from_u64(seed));
+            let tail = sum(&nine, left_of_foot.0.clone(), left_of_foot.1.clone());
+            assert!(tail > 3.0, "seed {seed}: the tail curls to the left ({tail})");
+            let mut seven = straight.clone();
+            close_four_or_hook_nine(&mut seven, 7, &mut ChaCha8Rng::seed_from_u64(seed));
+            assert_eq!(seven, straight, "other digits are left as they are");
         }
-        draw_segment(&mut nine, (11.0, 12.0), (17.0, 12.0), 2.0);
-        draw_segment(&mut nine, (17.0, 5.0), (17.0, 23.0), 2.0);
-        let straight = nine.clone();
-        close_four_or_hook_nine(&mut nine, 9, &mut rng);
-        let (left_before, left_after) = (sum(&straight, 4..15, 21..28), sum(&nine, 4..15, 21..28));
-        assert!(
-            left_before < 0.5 && left_after > 4.0,
-            "the tail curls to the left: {left_before} -> {left_after}"
-        );
-        let mut seven = straight.clone();
-        close_four_or_hook_nine(&mut seven, 7, &mut rng);
-        assert_eq!(seven, straight, "other digits are left as they are");
     }
 
     #[test]

@@ -13,54 +13,11 @@ use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use rayon::prelude::*;
 
+use super::simd::{multiply_add, with_avx2};
+
 /// Element-wise passes are split into pieces of at least this many values: below it a thread
 /// hand-off costs more than the pass.
 const PARALLEL_PIECE: usize = 1 << 15;
-
-/// Whether the portable build of a [`with_avx2`] function may fuse multiply-adds: every
-/// aarch64 processor can, while x86-64's baseline (SSE2) cannot, and asking for one there
-/// calls a slow software routine.
-const FUSED_PORTABLY: bool = cfg!(target_arch = "aarch64");
-
-/// Defines a function whose body is compiled twice: for AVX2 and FMA, taken at run time where
-/// the processor has them, and for the baseline otherwise. The crate is built for x86-64's
-/// baseline (SSE2), where the loops over channels of batch norm and pooling stay scalar
-/// (their selects and byte-to-float conversions vectorize only with AVX2). A closure takes
-/// the target features of the function it is written in, so the body, closures and all, is
-/// repeated rather than called. The arithmetic is the same in both (no multiply-add is fused
-/// unless asked), except in a body given `fused NAME;`: there the constant `NAME` says
-/// whether [`multiply_add`] may fuse.
-macro_rules! with_avx2 {
-    (
-        fused $fused:ident;
-        $(#[$meta:meta])*
-        $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
-    ) => {
-        $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    const $fused: bool = true;
-                    $body
-                }
-                // SAFETY: the processor has AVX2 and FMA, as just checked.
-                return unsafe { avx2($($arg),*) };
-            }
-            fn portable($($arg: $ty),*) $(-> $ret)? {
-                const $fused: bool = FUSED_PORTABLY;
-                $body
-            }
-            portable($($arg),*)
-        }
-    };
-    ($(#[$meta:meta])* $vis:vis fn $($rest:tt)*) => {
-        with_avx2! { fused _UNFUSED; $(#[$meta])* $vis fn $($rest)* }
-    };
-}
 
 /// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
 pub(crate) fn gemm(
@@ -315,16 +272,26 @@ impl ConvGeometry {
     }
 
     /// Images whose patches are built and multiplied together: about 512 KB of patches,
-    /// which stay in a core's cache between im2col and the GEMM.
+    /// which stay in a core's cache between im2col and the GEMM. The direct convolution takes
+    /// the same groups, and sums its weight gradient per group in their order.
     fn group(&self) -> usize {
         ((512 << 10) / (self.out_pixels() * self.patch() * 4)).max(1)
     }
 
-    /// The forward pass of a batch: `out = patches · packed + bias`, a few images at a time.
+    /// Whether the convolution runs directly rather than through patches and a GEMM: for
+    /// one-channel images (every CNN's first layer), in blocks of [`LANES`] output channels.
+    /// Other channel counts (LeNet-5's 6) stay with the GEMM, which handles any shape well,
+    /// where a direct loop over a few channels would chain its multiply-adds one after another.
+    fn is_direct(&self) -> bool {
+        self.inputs == 1 && self.outputs.is_multiple_of(LANES)
+    }
+
+    /// The forward pass of a batch: `out = patches · packed + bias`, a few images at a time
+    /// (or directly: [`ConvGeometry::is_direct`]).
     pub fn forward(&self, input: &[f32], packed: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
         let (patch, o) = (self.patch(), self.outputs);
         let group = self.group();
-        if self.inputs == 1 {
+        if self.is_direct() {
             return self.direct_forward(input, packed, bias, out);
         }
         input
@@ -343,7 +310,8 @@ impl ConvGeometry {
             });
     }
 
-    /// The backward pass, rebuilding the patches of `input` a few images at a time: the packed
+    /// The backward pass, rebuilding the patches of `input` a few images at a time (or directly,
+    /// where the input needs no gradient: [`ConvGeometry::is_direct`]): the packed
     /// weight's gradient (and the bias's) from the output's gradient `d_out`; with `d_input`,
     /// the input's gradient.
     pub fn backward(
@@ -357,7 +325,7 @@ impl ConvGeometry {
     ) {
         let (pixels, patch, o) = (self.out_pixels(), self.patch(), self.outputs);
         let group = self.group();
-        if self.inputs == 1 && d_input.is_none() {
+        if self.is_direct() && d_input.is_none() {
             self.direct_weight_gradient(input, d_out, d_packed);
             return self.bias_gradient(d_out, d_bias);
         }
@@ -426,9 +394,9 @@ impl ConvGeometry {
         }
     }
 
-    /// [`ConvGeometry::forward`] for one-channel images (every network's first layer), without
-    /// patches: with `kernel²` values per patch, im2col's GEMM spends its time packing and
-    /// storing rather than multiplying (conv1 ran at 12 GFLOP/s, a ninth of one core's
+    /// [`ConvGeometry::forward`] for one-channel images, without patches: with `kernel²`
+    /// values per patch, im2col's GEMM spends its time packing and storing rather than
+    /// multiplying (the `cnn`'s first convolution ran at 12 GFLOP/s, a ninth of one core's
     /// peak). Each output pixel's channels are summed over the taps in registers instead.
     fn direct_forward(&self, input: &[f32], packed: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
         input
@@ -482,18 +450,16 @@ with_avx2! {
         out: &mut [f32],
     ) {
         let (k, o, width) = (conv.kernel, conv.outputs, conv.padded_width());
-        let blocks = o / LANES * LANES;
         for (pixel, out) in out.chunks_exact_mut(o).enumerate() {
             let corner = (pixel / conv.out_width()) * width + pixel % conv.out_width();
-            for first in (0..blocks).step_by(LANES) {
+            for first in (0..o).step_by(LANES) {
                 let mut sum = [0.0f32; LANES];
                 if let Some(bias) = bias {
                     sum.copy_from_slice(&bias[first..first + LANES]);
                 }
                 for ky in 0..k {
                     for (kx, &x) in padded[corner + ky * width..][..k].iter().enumerate() {
-                        let weights: &[f32; LANES] = packed[(ky * k + kx) * o + first..]
-                            [..LANES]
+                        let weights: &[f32; LANES] = packed[(ky * k + kx) * o + first..][..LANES]
                             .try_into()
                             .unwrap();
                         for (s, &w) in sum.iter_mut().zip(weights) {
@@ -502,15 +468,6 @@ with_avx2! {
                     }
                 }
                 out[first..first + LANES].copy_from_slice(&sum);
-            }
-            for (channel, out) in out.iter_mut().enumerate().skip(blocks) {
-                let mut sum = bias.map_or(0.0, |b| b[channel]);
-                for ky in 0..k {
-                    for (kx, &x) in padded[corner + ky * width..][..k].iter().enumerate() {
-                        sum = multiply_add::<FUSED>(x, packed[(ky * k + kx) * o + channel], sum);
-                    }
-                }
-                *out = sum;
             }
         }
     }
@@ -528,11 +485,11 @@ with_avx2! {
         grad: &mut [f32],
     ) {
         let (k, o, width) = (conv.kernel, conv.outputs, conv.padded_width());
-        let (out_width, blocks) = (conv.out_width(), o / LANES * LANES);
+        let out_width = conv.out_width();
         for tap in 0..k * k {
             let (ky, kx) = (tap / k, tap % k);
             let grad = &mut grad[tap * o..][..o];
-            for first in (0..blocks).step_by(LANES) {
+            for first in (0..o).step_by(LANES) {
                 let mut sum: [f32; LANES] = grad[first..first + LANES].try_into().unwrap();
                 for oy in 0..conv.out_height() {
                     let reads = &padded[(oy + ky) * width + kx..][..out_width];
@@ -546,26 +503,8 @@ with_avx2! {
                 }
                 grad[first..first + LANES].copy_from_slice(&sum);
             }
-            for channel in blocks..o {
-                let mut sum = grad[channel];
-                for oy in 0..conv.out_height() {
-                    let reads = &padded[(oy + ky) * width + kx..][..out_width];
-                    let rows = &d_out[oy * out_width * o..][..out_width * o];
-                    for (&x, row) in reads.iter().zip(rows.chunks_exact(o)) {
-                        sum = multiply_add::<FUSED>(x, row[channel], sum);
-                    }
-                }
-                grad[channel] = sum;
-            }
         }
     }
-}
-
-/// `x * w + s`, rounded once with `FUSED`: where the processor has the instruction (see
-/// [`with_avx2`]).
-#[inline(always)]
-fn multiply_add<const FUSED: bool>(x: f32, w: f32, s: f32) -> f32 {
-    if FUSED { x.mul_add(w, s) } else { x * w + s }
 }
 
 /// The per-group partial sums added into `total` in the groups' order: the same bits
@@ -632,16 +571,19 @@ with_avx2! {
     pub(crate) fn batch_statistics(input: &[f32], channels: usize) -> (Vec<f64>, Vec<f64>) {
         let block = SUM_BLOCK * channels;
         let origin = &input[..channels];
-        let (sum, squares) = channel_sums(input.len().div_ceil(block), channels, |i, sum, squares| {
-            let rows = &input[i * block..((i + 1) * block).min(input.len())];
-            for row in rows.chunks_exact(channels) {
-                for (((s, q), &x), &o) in sum.iter_mut().zip(squares.iter_mut()).zip(row).zip(origin) {
-                    let x = x - o;
-                    *s += x;
-                    *q += x * x;
+        let (sum, squares) =
+            channel_sums(input.len().div_ceil(block), channels, |i, sum, squares| {
+                let rows = &input[i * block..((i + 1) * block).min(input.len())];
+                for row in rows.chunks_exact(channels) {
+                    for (((s, q), &x), &o) in
+                        sum.iter_mut().zip(squares.iter_mut()).zip(row).zip(origin)
+                    {
+                        let x = x - o;
+                        *s += x;
+                        *q += x * x;
+                    }
                 }
-            }
-        });
+            });
         let n = (input.len() / channels) as f64;
         let shift: Vec<f64> = sum.iter().map(|s| s / n).collect();
         let variance = squares
@@ -829,7 +771,8 @@ fn winner(rows: [&[f32]; 4], argmax: u8, ch: usize) -> f32 {
 #[inline(always)]
 fn add_to_winners(
     d_row: &mut [f32],
-    (position, argmax): (u8, &[u8]),
+    position: u8,
+    argmax: &[u8],
     pooled: &[f32],
     d_pooled: &[f32],
     coefficient: &[f32],
@@ -1047,8 +990,9 @@ with_avx2! {
                         let (pooled, d_pooled) = (&pooled[at + o..][..c], &d_pooled[at + o..][..c]);
                         for (position, row) in rows.into_iter().enumerate() {
                             let d_row = &mut d_image[row..][..c];
-                            let winners = (position as u8, argmax);
-                            add_to_winners(d_row, winners, pooled, d_pooled, &gradient.coefficient);
+                            let coefficient = &gradient.coefficient;
+                            let position = position as u8;
+                            add_to_winners(d_row, position, argmax, pooled, d_pooled, coefficient);
                         }
                     });
                 }
@@ -1084,8 +1028,8 @@ const SPLIT_PRODUCTS_ABOVE: usize = 1 << 23;
 
 /// Rows per piece of a split product. Fixed, not the batch divided by the number of threads:
 /// the GEMM picks its algorithm, and with it the order of its sums, by the product's shape,
-/// so the pieces' shapes must not depend on the machine for training to give the same bits
-/// everywhere.
+/// so the pieces' shapes must not depend on the number of threads for training to give the
+/// same bits on any of them.
 const ROWS_PER_PIECE: usize = 32;
 
 /// Rows per piece for a product of `macs` multiply-adds over `rows` rows: all of them when
