@@ -842,7 +842,10 @@ mod tests {
             let mut nine = straight.clone();
             close_four_or_hook_nine(&mut nine, 9, &mut ChaCha8Rng::seed_from_u64(seed));
             let tail = sum(&nine, left_of_foot.0.clone(), left_of_foot.1.clone());
-            assert!(tail > 3.0, "seed {seed}: the tail curls to the left ({tail})");
+            assert!(
+                tail > 3.0,
+                "seed {seed}: the tail curls to the left ({tail})"
+            );
             let mut seven = straight.clone();
             close_four_or_hook_nine(&mut seven, 7, &mut ChaCha8Rng::seed_from_u64(seed));
             assert_eq!(seven, straight, "other digits are left as they are");
