@@ -269,6 +269,19 @@ fn distort(image: &mut [f32], config: &AugmentConfig, rng: &mut ChaCha8Rng) {
     }
 }
 
+/// `image` scaled by `factor` about its centre, resampled as [`augment`]'s distortions are:
+/// the other views of a digit that `predict` reads besides the one `prepare` framed.
+pub fn rescale(image: &[f32], factor: f32) -> Vec<f32> {
+    let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
+    (0..IMAGE_PIXELS)
+        .map(|i| {
+            let (x, y) = ((i % IMAGE_SIDE) as f32, (i / IMAGE_SIDE) as f32);
+            let source = |v: f32| (v - centre) / factor + centre;
+            bilinear(image, source(x), source(y))
+        })
+        .collect()
+}
+
 /// The image at a fractional position; outside it, background (0).
 fn bilinear(image: &[f32], x: f32, y: f32) -> f32 {
     let (x0, y0) = (x.floor(), y.floor());
@@ -850,6 +863,20 @@ mod tests {
             close_four_or_hook_nine(&mut seven, 7, &mut ChaCha8Rng::seed_from_u64(seed));
             assert_eq!(seven, straight, "other digits are left as they are");
         }
+    }
+
+    #[test]
+    fn rescaling_keeps_the_centre_and_shrinks_or_grows_the_ink() {
+        let image = stroke_batch().pixels[..IMAGE_PIXELS].to_vec();
+        assert_eq!(rescale(&image, 1.0), image);
+        let height = |image: &[f32]| {
+            let (_, top, _, bottom) = ink_box(image, 0.3).unwrap();
+            bottom - top + 1
+        };
+        // The stroke runs over rows 6 to 21: 16 rows about the centre, 13.5.
+        assert_eq!(height(&image), 16);
+        assert!((13..=15).contains(&height(&rescale(&image, 0.85))));
+        assert!((17..=20).contains(&height(&rescale(&image, 1.15))));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 
+use crate::augment;
 use crate::data::NUM_CLASSES;
 use crate::eval;
 use crate::model::{Ensemble, Model, weights};
@@ -18,7 +19,8 @@ const DEFAULT_WEIGHTS: &[u8] = include_bytes!("../models/default/model.safetenso
 
 /// Below this probability for its best digit, an answer is [`Verdict::Unsure`]. Calibrated
 /// on people's digits with the built-in model (README, "Reading people's handwriting"): at
-/// this level about four right answers are withheld for every wrong one that is caught.
+/// this level, reading [`VIEW_SCALES`], it withholds one right answer in ten and catches
+/// every wrong one of people-dev's.
 pub const UNSURE_BELOW: f32 = 0.7;
 
 /// Below this probability for its best digit, no digit is even likely: an answer is
@@ -26,6 +28,13 @@ pub const UNSURE_BELOW: f32 = 0.7;
 /// the built-in model is) spreads its probabilities evenly over the ten digits for a cross, a
 /// star or a scribble, where a digit it hesitates over splits between two or three.
 pub const NOT_A_DIGIT_BELOW: f32 = 0.3;
+
+/// The sizes at which `predict` reads each digit, as prepared and 10% smaller and larger, its
+/// probabilities averaged over them: how much of its 20-px box a person's digit fills varies
+/// with the pen and the photo more than MNIST's did. With the built-in model this read 423 of
+/// people-dev's 430 digits instead of 420, and 98.89% of the MNIST test set instead of
+/// 98.77% (shifts by a pixel gave less: 422 and 98.92%, at seven views instead of three).
+pub const VIEW_SCALES: [f32; 3] = [1.0, 0.9, 1.1];
 
 /// What an answer is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,27 +137,33 @@ impl Predictor {
         }
     }
 
-    /// Reads each prepared digit, in one batch, and judges each answer (see [`Verdict`]).
+    /// Reads each prepared digit at every size of [`VIEW_SCALES`], in one batch, and judges
+    /// each answer (see [`Verdict`]).
     pub fn predict(&self, digits: &[Prepared]) -> Vec<DigitPrediction> {
         if digits.is_empty() {
             return Vec::new();
         }
         let pixels: Vec<f32> = digits
             .iter()
-            .flat_map(|d| d.pixels.iter().map(|&p| f32::from(p) / 255.0))
+            .flat_map(|d| {
+                let image: Vec<f32> = d.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+                VIEW_SCALES.iter().flat_map(move |&factor| match factor {
+                    1.0 => image.clone(),
+                    _ => augment::rescale(&image, factor),
+                })
+            })
             .collect();
-        let probabilities: Vec<f32> = self
-            .models
-            .log_probabilities_of(&pixels)
-            .iter()
-            .map(|v| v.exp())
-            .collect();
-        probabilities
-            .chunks_exact(NUM_CLASSES)
+        let log_probabilities = self.models.log_probabilities_of(&pixels);
+        log_probabilities
+            .chunks_exact(NUM_CLASSES * VIEW_SCALES.len())
             .zip(digits)
-            .map(|(row, prepared)| {
-                let probabilities: [f32; NUM_CLASSES] =
-                    row.try_into().expect("ten probabilities per digit");
+            .map(|(views, prepared)| {
+                let mut probabilities = [0.0; NUM_CLASSES];
+                for view in views.chunks_exact(NUM_CLASSES) {
+                    for (p, v) in probabilities.iter_mut().zip(view) {
+                        *p += v.exp() / VIEW_SCALES.len() as f32;
+                    }
+                }
                 let best = eval::most_probable(&probabilities);
                 let verdict = match prepared.not_one_digit {
                     Some(NotOneDigit::Several) => Verdict::SeveralDigits,
@@ -165,5 +180,32 @@ impl Predictor {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{Dataset, Split};
+
+    #[test]
+    fn a_digit_is_read_at_every_view_scale_and_the_probabilities_averaged() {
+        let predictor = Predictor::built_in(&Device::flex());
+        let test = Dataset::lite(Split::Test);
+        let digit = Prepared::from_pixels(test.image(0).to_vec());
+        let image: Vec<f32> = digit.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+        let mut expected = [0.0f32; NUM_CLASSES];
+        for &factor in &VIEW_SCALES {
+            let view = augment::rescale(&image, factor);
+            let log_probabilities = predictor.models.log_probabilities_of(&view);
+            for (e, v) in expected.iter_mut().zip(&log_probabilities) {
+                *e += v.exp() / VIEW_SCALES.len() as f32;
+            }
+        }
+        let answer = &predictor.predict(&[digit])[0];
+        for (got, want) in answer.probabilities.iter().zip(&expected) {
+            assert!((got - want).abs() < 1e-6, "{got} against {want}");
+        }
+        assert_eq!(answer.digit, test.label(0));
     }
 }
