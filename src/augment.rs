@@ -269,8 +269,8 @@ fn distort(image: &mut [f32], config: &AugmentConfig, rng: &mut ChaCha8Rng) {
     }
 }
 
-/// `image` scaled by `factor` about its centre, resampled as [`augment`]'s distortions are:
-/// the other views of a digit that `predict` reads besides the one `prepare` framed.
+/// `image` scaled by `factor` about its centre, resampled as [`augment`]'s distortions are
+/// (a factor of 1 returns it unchanged).
 pub fn rescale(image: &[f32], factor: f32) -> Vec<f32> {
     let centre = (IMAGE_SIDE as f32 - 1.0) / 2.0;
     (0..IMAGE_PIXELS)
@@ -869,14 +869,17 @@ mod tests {
     fn rescaling_keeps_the_centre_and_shrinks_or_grows_the_ink() {
         let image = stroke_batch().pixels[..IMAGE_PIXELS].to_vec();
         assert_eq!(rescale(&image, 1.0), image);
-        let height = |image: &[f32]| {
+        // Rows from the ink's top to its bottom, and their sum (27 when centred on row 13.5).
+        let rows = |image: &[f32]| {
             let (_, top, _, bottom) = ink_box(image, 0.3).unwrap();
-            bottom - top + 1
+            (bottom - top + 1, top + bottom)
         };
-        // The stroke runs over rows 6 to 21: 16 rows about the centre, 13.5.
-        assert_eq!(height(&image), 16);
-        assert!((13..=15).contains(&height(&rescale(&image, 0.85))));
-        assert!((17..=20).contains(&height(&rescale(&image, 1.15))));
+        // The stroke runs over rows 6 to 21: 16 rows about the centre.
+        assert_eq!(rows(&image), (16, 27));
+        let (smaller, centre) = rows(&rescale(&image, 0.85));
+        assert!((13..=15).contains(&smaller) && (26..=28).contains(&centre));
+        let (larger, centre) = rows(&rescale(&image, 1.15));
+        assert!((17..=20).contains(&larger) && (26..=28).contains(&centre));
     }
 
     #[test]

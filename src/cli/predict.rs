@@ -32,7 +32,8 @@ pub struct PredictArgs {
     /// text, json or csv.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-    /// Write the 28x28 image the model saw for each input into this folder.
+    /// Write the 28x28 image each input was prepared into (the view the model reads first)
+    /// into this folder.
     #[arg(long, value_name = "DIR")]
     save_preprocessed: Option<PathBuf>,
     /// Read a whole number: the digits left to right.

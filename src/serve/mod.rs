@@ -94,7 +94,8 @@ pub struct PredictResponse {
     pub digit: u8,
     pub confidence: f32,
     pub probabilities: [f32; NUM_CLASSES],
-    /// The 28x28 image the model saw, as a base64 PNG.
+    /// The 28x28 image the digit was prepared into (the model also reads it 10% smaller and
+    /// larger), as a base64 PNG.
     pub preprocessed: String,
 }
 
