@@ -490,18 +490,30 @@ impl Network {
     /// Every parameter's gradient from the logits' gradient `d_logits`, after
     /// [`Network::forward_train`] on the same batch.
     pub(crate) fn backward(&mut self, d_logits: &[f32]) {
+        // The two gradient buffers only ever grow, and each step is handed the length it
+        // needs: every step's backward pass writes each value of its input's gradient, so what
+        // a buffer held before needs no clearing (zero-filling them to each layer's size took
+        // 3% of a `cnn` training step, on one thread while the others waited).
+        let grow = |buffer: &mut Vec<f32>, len: usize| {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+        };
         let [mut d_out, mut d_in] = std::mem::take(&mut self.deltas);
-        d_out.clear();
-        d_out.extend_from_slice(d_logits);
+        grow(&mut d_out, d_logits.len());
+        d_out[..d_logits.len()].copy_from_slice(d_logits);
+        let mut d_out_len = d_logits.len();
         for i in (0..self.steps.len()).rev() {
             let (input, output) = (&self.outputs[i], &self.outputs[i + 1]);
             // The network's input needs no gradient.
             let d_input = (i > 0).then(|| {
-                d_in.resize(input.len(), 0.0);
-                &mut d_in[..]
+                grow(&mut d_in, input.len());
+                &mut d_in[..input.len()]
             });
-            self.steps[i].backward(&mut self.params, input, output, &d_out, d_input);
+            let d_out_now = &d_out[..d_out_len];
+            self.steps[i].backward(&mut self.params, input, output, d_out_now, d_input);
             std::mem::swap(&mut d_out, &mut d_in);
+            d_out_len = input.len();
         }
         self.deltas = [d_out, d_in];
     }
