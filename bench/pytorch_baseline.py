@@ -6,12 +6,14 @@ trains on as raw bytes, and reads the JSON it prints. Run by hand:
 
     python3 bench/pytorch_baseline.py --images FILE --labels FILE [--count 60000] [--json]
         FILE: N*784 uint8 pixels / N uint8 labels (digits bench writes them)
+    python3 bench/pytorch_baseline.py --images FILE --labels FILE --worker
+        what digits bench runs: one timed run per workload name read from stdin
     python3 bench/pytorch_baseline.py --tutorial-script DATA_ROOT [--epochs 1]
         the tutorial as written (torchvision MNIST, DataLoader, ToTensor, a test pass after each
         epoch) on the IDX files in DATA_ROOT/MNIST/raw, for the end-to-end comparison with
         `digits train`
 
-Workloads (each after a warm-up, the median of --repeat runs):
+Workloads (each after a warm-up, the median of --repeat runs; with --worker, one run per request):
 - tutorial epoch: MLP 784-128-400-10, ReLU, Adam lr 0.01, batch 32, data preloaded as one
   tensor, with 1 thread and with PyTorch's default thread count;
 - cnn training: digits' `cnn` model (two 3x3 conv + batch norm + pool blocks, fc 128), batch 64;
@@ -66,7 +68,6 @@ class Cnn(nn.Module):
 
 
 def median_seconds(work, repeat):
-    work()  # warm-up
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
@@ -92,40 +93,93 @@ def train_images(model, optimizer, x, y, count, batch_size):
             done += len(xb)
 
 
-def preloaded(args):
-    pixels = torch.frombuffer(bytearray(open(args.images, "rb").read()), dtype=torch.uint8)
-    labels = torch.frombuffer(bytearray(open(args.labels, "rb").read()), dtype=torch.uint8)
-    x = (pixels.float() / 255.0).reshape(-1, 1, 28, 28)
-    y = labels.long()
-    figures = {"torch_version": torch.__version__, "default_threads": torch.get_num_threads()}
-    default_threads = torch.get_num_threads()
+class Workloads:
+    """Each workload as one timed run, its models kept from run to run (as a training run
+    keeps its model) and warmed up by an untimed run the first time it is asked for."""
 
-    for threads, key in [(1, "tutorial_epoch_s_1_thread"), (default_threads, "tutorial_epoch_s")]:
-        torch.set_num_threads(threads)
+    def __init__(self, args):
+        pixels = torch.frombuffer(bytearray(open(args.images, "rb").read()), dtype=torch.uint8)
+        labels = torch.frombuffer(bytearray(open(args.labels, "rb").read()), dtype=torch.uint8)
+        self.x = (pixels.float() / 255.0).reshape(-1, 1, 28, 28)
+        self.y = labels.long()
+        self.count = args.count
+        self.default_threads = torch.get_num_threads()
         torch.manual_seed(0)
-        model = Net()
-        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-        seconds = median_seconds(lambda: train_images(model, optimizer, x, y, args.count, 32), args.repeat)
-        figures[key] = seconds * 60000 / args.count
+        self.models = {}
+        self.warm = set()
 
-    torch.set_num_threads(default_threads)
-    cnn = Cnn()
-    cnn_optimizer = torch.optim.AdamW(cnn.parameters(), lr=0.003)
-    cnn_count = min(args.count, 4096)
-    seconds = median_seconds(lambda: train_images(cnn, cnn_optimizer, x, y, cnn_count, 64), args.repeat)
-    figures["cnn_train_images_per_s"] = cnn_count / seconds
+    def model(self, name, make):
+        if name not in self.models:
+            self.models[name] = make()
+        return self.models[name]
 
-    model = Net().eval()
-    with torch.no_grad():
-        batch = x[:1000]
-        seconds = median_seconds(lambda: model(batch), args.repeat * 5)
-        figures["mlp_inference_images_per_s"] = len(batch) / seconds
-        one = x[:1]
-        figures["one_image_ms"] = 1000 * median_seconds(lambda: model(one), 200)
-        cnn.eval()
-        seconds = median_seconds(lambda: cnn(batch), args.repeat)
-        figures["cnn_inference_images_per_s"] = len(batch) / seconds
+    def tutorial(self, threads):
+        """A tutorial epoch's seconds (scaled to 60,000 images) with `threads` threads."""
+        torch.set_num_threads(threads)
+        model = self.model(f"tutorial {threads}", Net)
+        optimizer = self.model(f"tutorial {threads} adam", lambda: torch.optim.Adam(model.parameters(), lr=0.01))
+        seconds = median_seconds(lambda: train_images(model, optimizer, self.x, self.y, self.count, 32), 1)
+        return seconds * 60000 / self.count
+
+    def cnn_train(self):
+        """Images per second training the `cnn` on at most 4,096 images."""
+        model = self.model("cnn", Cnn)
+        optimizer = self.model("cnn adamw", lambda: torch.optim.AdamW(model.parameters(), lr=0.003))
+        count = min(self.count, 4096)
+        return count / median_seconds(lambda: train_images(model, optimizer, self.x, self.y, count, 64), 1)
+
+    def inference(self, name, make, repeat):
+        """Images per second through a model in eval mode, batch 1000."""
+        model = self.model(name, make).eval()
+        batch = self.x[:1000]
+        with torch.no_grad():
+            return len(batch) / median_seconds(lambda: model(batch), repeat)
+
+    def one_image_ms(self):
+        model = self.model("mlp", Net).eval()
+        one = self.x[:1]
+        with torch.no_grad():
+            return 1000 * median_seconds(lambda: model(one), 200)
+
+    def run(self, workload):
+        """One timed run of `workload` (a key of `WORKLOADS`), after a warm-up the first time."""
+        if workload not in WORKLOADS:
+            raise ValueError(f"unknown workload {workload!r}; known: {', '.join(WORKLOADS)}")
+        torch.set_num_threads(self.default_threads)
+        if workload not in self.warm:
+            WORKLOADS[workload](self)
+            self.warm.add(workload)
+        return WORKLOADS[workload](self)
+
+
+WORKLOADS = {
+    "tutorial_epoch_s": lambda w: w.tutorial(w.default_threads),
+    "tutorial_epoch_s_1_thread": lambda w: w.tutorial(1),
+    "cnn_train_images_per_s": Workloads.cnn_train,
+    "mlp_inference_images_per_s": lambda w: w.inference("mlp", Net, 5),
+    "cnn_inference_images_per_s": lambda w: w.inference("cnn", Cnn, 1),
+    "one_image_ms": Workloads.one_image_ms,
+}
+
+
+def preloaded(args):
+    """Every workload, the median of --repeat runs."""
+    workloads = Workloads(args)
+    figures = {"torch_version": torch.__version__, "default_threads": workloads.default_threads}
+    for workload in WORKLOADS:
+        figures[workload] = statistics.median(workloads.run(workload) for _ in range(args.repeat))
     return figures
+
+
+def worker(args):
+    """Serves `digits bench`, which alternates its own runs with these so that both see the
+    machine at the same moments: prints a line of JSON with the versions, then for each
+    workload name read from stdin, one line `{"workload": name, "value": figure}`."""
+    workloads = Workloads(args)
+    print(json.dumps({"torch_version": torch.__version__, "default_threads": workloads.default_threads}), flush=True)
+    for line in sys.stdin:
+        workload = line.strip()
+        print(json.dumps({"workload": workload, "value": workloads.run(workload)}), flush=True)
 
 
 def tutorial_script(args):
@@ -180,7 +234,11 @@ def main():
     parser.add_argument("--tutorial-script", metavar="DATA_ROOT")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", action="store_true")
     args = parser.parse_args()
+    if args.worker and args.images and args.labels:
+        worker(args)
+        return
     if args.tutorial_script:
         figures = tutorial_script(args)
     elif args.images and args.labels:

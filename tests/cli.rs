@@ -771,6 +771,92 @@ fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
     );
 }
 
+/// A stand-in for a Python with PyTorch: it speaks `pytorch_baseline.py --worker`'s protocol
+/// with fixed figures, and `fail_on` makes it die with a message when asked for that workload.
+#[cfg(unix)]
+fn fake_python(dir: &std::path::Path, fail_on: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("fake-python");
+    let script = format!(
+        r#"#!/bin/sh
+[ "$1" = "-c" ] && exit 0
+echo '{{"torch_version": "9.9-fake", "default_threads": 2}}'
+while read workload; do
+  case "$workload" in
+    {fail_on}) echo "RuntimeError: fake out of memory" >&2; exit 1;;
+    tutorial_epoch_s) value=2.0;;
+    tutorial_epoch_s_1_thread) value=3.0;;
+    one_image_ms) value=0.5;;
+    *) value=1000;;
+  esac
+  echo "{{\"workload\": \"$workload\", \"value\": $value}}"
+done
+"#
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[cfg(unix)]
+#[test]
+fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = |python: &str, repeat: &str| {
+        let args = [
+            "bench",
+            "--images",
+            "640",
+            "--cnn-images",
+            "64",
+            "--repeat",
+            repeat,
+            "--json",
+            "--python",
+            python,
+        ];
+        let output = digits(dir.path(), &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        serde_json::from_str::<serde_json::Value>(&stdout(&output)).unwrap()
+    };
+    let report = bench(&fake_python(dir.path(), "none"), "3");
+    let figure = |key: &str| {
+        report[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}: {report}"))
+    };
+    assert_eq!(report["pytorch"]["torch_version"], "9.9-fake");
+    assert_eq!(figure("pytorch_epoch_s"), 2.0);
+    assert_eq!(figure("pytorch_one_image_ms"), 0.5);
+    // PyTorch's figure is the same every run, so the median of the ratios is the ratio of
+    // the medians; the tutorial's is taken against the faster thread setting.
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b;
+    assert!(close(
+        figure("speedup_over_pytorch"),
+        2.0 / figure("tutorial_epoch_s")
+    ));
+    for (ours, ratio) in [
+        ("cnn_train_images_per_s", "cnn_train_over_pytorch"),
+        ("mlp_inference_images_per_s", "mlp_inference_over_pytorch"),
+        ("cnn_inference_images_per_s", "cnn_inference_over_pytorch"),
+    ] {
+        assert!(
+            close(figure(ratio), figure(ours) / 1000.0),
+            "{ratio}: {report}"
+        );
+    }
+    assert!(report["pytorch_note"].is_null(), "{report}");
+
+    let report = bench(&fake_python(dir.path(), "cnn_train_images_per_s"), "1");
+    assert!(report["pytorch"].is_null() && report["cnn_train_over_pytorch"].is_null());
+    assert!(
+        report["cnn_train_images_per_s"].as_f64().unwrap() > 0.0,
+        "digits' own figures stay"
+    );
+    let note = report["pytorch_note"].as_str().unwrap();
+    assert!(note.contains("fake out of memory"), "{note}");
+}
+
 #[test]
 fn ctrl_c_during_training_saves_the_run_and_resume_finishes_it() {
     use std::io::{BufRead, BufReader};

@@ -1,16 +1,18 @@
 //! Running `bench/pytorch_baseline.py` (compiled into digits) on the same images, when
 //! Python has PyTorch.
 
-use std::io::Write;
-use std::process::Command;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use serde::{Deserialize, Serialize};
+use tempfile::TempDir;
 
 use crate::data::{Dataset, Split};
 
 const SCRIPT: &str = include_str!("../../bench/pytorch_baseline.py");
 
-/// What the script measured (see its docstring).
+/// PyTorch's figures, the median of its runs of each workload (see the script's docstring).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PytorchFigures {
     pub torch_version: String,
@@ -48,42 +50,164 @@ pub fn available(python: &str) -> bool {
         .is_ok_and(|output| output.status.success())
 }
 
-/// Runs the baseline on `images` images per tutorial epoch timing, `repeat` times each.
-pub fn run(python: &str, images: usize, repeat: usize) -> Result<PytorchFigures, PytorchError> {
-    let dir = tempfile::tempdir().map_err(PytorchError::Files)?;
-    let data = Dataset::lite(Split::Train);
-    let pixels: Vec<u8> = (0..data.len())
-        .flat_map(|i| data.image(i).to_vec())
-        .collect();
-    let write = |name: &str, bytes: &[u8]| {
-        std::fs::File::create(dir.path().join(name)).and_then(|mut f| f.write_all(bytes))
-    };
-    write("pytorch_baseline.py", SCRIPT.as_bytes()).map_err(PytorchError::Files)?;
-    write("images.u8", &pixels).map_err(PytorchError::Files)?;
-    write("labels.u8", data.labels()).map_err(PytorchError::Files)?;
-    let output = Command::new(python)
-        .arg(dir.path().join("pytorch_baseline.py"))
-        .arg("--images")
-        .arg(dir.path().join("images.u8"))
-        .arg("--labels")
-        .arg(dir.path().join("labels.u8"))
-        .args([
-            "--count",
-            &images.to_string(),
-            "--repeat",
-            &repeat.to_string(),
-            "--json",
-        ])
-        .output()
-        .map_err(|source| PytorchError::Spawn {
-            python: python.to_string(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(PytorchError::Failed(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ));
+/// A workload the baseline times, named as the script and [`PytorchFigures`] name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Seconds per 60,000-image tutorial epoch, PyTorch's default number of threads.
+    TutorialEpoch,
+    /// The same on one thread.
+    TutorialEpochOneThread,
+    /// Images per second training the `cnn`.
+    CnnTraining,
+    /// Images per second through the tutorial MLP, batch 1000.
+    MlpInference,
+    /// Images per second through the `cnn`, batch 1000.
+    CnnInference,
+    /// Milliseconds for one image through the MLP.
+    OneImage,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Self::TutorialEpoch => "tutorial_epoch_s",
+            Self::TutorialEpochOneThread => "tutorial_epoch_s_1_thread",
+            Self::CnnTraining => "cnn_train_images_per_s",
+            Self::MlpInference => "mlp_inference_images_per_s",
+            Self::CnnInference => "cnn_inference_images_per_s",
+            Self::OneImage => "one_image_ms",
+        }
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.trim()).map_err(|_| PytorchError::Output(stdout.to_string()))
+
+    /// Whether a bigger figure is the faster (a rate) rather than the slower (a time).
+    pub fn higher_is_faster(self) -> bool {
+        matches!(
+            self,
+            Self::CnnTraining | Self::MlpInference | Self::CnnInference
+        )
+    }
+}
+
+/// The script running as a worker: one timed run of a workload per request, so that
+/// `digits bench` can alternate its own runs with PyTorch's and both meet the machine at the
+/// same moments (a shared host's speed drifts by a third within minutes).
+pub struct Baseline {
+    child: Child,
+    requests: ChildStdin,
+    answers: BufReader<ChildStdout>,
+    /// Holds the script, its data and its error output until the worker is gone.
+    dir: TempDir,
+    pub torch_version: String,
+    pub default_threads: usize,
+}
+
+/// The script's first line.
+#[derive(Deserialize)]
+struct Greeting {
+    torch_version: String,
+    default_threads: usize,
+}
+
+/// The script's answer to one request.
+#[derive(Deserialize)]
+struct Answer {
+    workload: String,
+    value: f64,
+}
+
+impl Baseline {
+    /// Starts the worker on the built-in training images, `images` of them per tutorial epoch
+    /// timing (at most 4,096 per `cnn` one), and waits until it has loaded them.
+    pub fn start(python: &str, images: usize) -> Result<Self, PytorchError> {
+        let dir = tempfile::tempdir().map_err(PytorchError::Files)?;
+        let data = Dataset::lite(Split::Train);
+        let pixels: Vec<u8> = (0..data.len())
+            .flat_map(|i| data.image(i).to_vec())
+            .collect();
+        let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes);
+        write("pytorch_baseline.py", SCRIPT.as_bytes()).map_err(PytorchError::Files)?;
+        write("images.u8", &pixels).map_err(PytorchError::Files)?;
+        write("labels.u8", data.labels()).map_err(PytorchError::Files)?;
+        let errors = File::create(dir.path().join("stderr.txt")).map_err(PytorchError::Files)?;
+        let mut child = Command::new(python)
+            .arg(dir.path().join("pytorch_baseline.py"))
+            .arg("--images")
+            .arg(dir.path().join("images.u8"))
+            .arg("--labels")
+            .arg(dir.path().join("labels.u8"))
+            .args(["--count", &images.to_string(), "--worker"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(errors)
+            .spawn()
+            .map_err(|source| PytorchError::Spawn {
+                python: python.to_string(),
+                source,
+            })?;
+        let (Some(requests), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
+            unreachable!("both pipes were asked for");
+        };
+        let mut baseline = Self {
+            child,
+            requests,
+            answers: BufReader::new(answers),
+            dir,
+            torch_version: String::new(),
+            default_threads: 0,
+        };
+        let greeting: Greeting = baseline.read_line()?;
+        baseline.torch_version = greeting.torch_version;
+        baseline.default_threads = greeting.default_threads;
+        Ok(baseline)
+    }
+
+    /// One timed run of `workload` (the first of each kind after an untimed warm-up).
+    pub fn time(&mut self, workload: Workload) -> Result<f64, PytorchError> {
+        if writeln!(self.requests, "{}", workload.name())
+            .and_then(|()| self.requests.flush())
+            .is_err()
+        {
+            return Err(self.failure());
+        }
+        let answer: Answer = self.read_line()?;
+        if answer.workload != workload.name() || !answer.value.is_finite() {
+            return Err(PytorchError::Output(format!(
+                "{} for {}",
+                answer.value, answer.workload
+            )));
+        }
+        Ok(answer.value)
+    }
+
+    fn read_line<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, PytorchError> {
+        let mut line = String::new();
+        match self.answers.read_line(&mut line) {
+            Ok(0) | Err(_) => Err(self.failure()),
+            Ok(_) => serde_json::from_str(line.trim())
+                .map_err(|_| PytorchError::Output(line.trim().to_string())),
+        }
+    }
+
+    /// Why the worker stopped answering: the end of what it wrote to stderr.
+    fn failure(&mut self) -> PytorchError {
+        // Its stderr is complete only once it has exited.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let errors =
+            std::fs::read_to_string(self.dir.path().join("stderr.txt")).unwrap_or_default();
+        let last: Vec<&str> = errors.trim().lines().rev().take(5).collect();
+        let last: Vec<&str> = last.into_iter().rev().collect();
+        PytorchError::Failed(if last.is_empty() {
+            "it exited without a word".to_string()
+        } else {
+            last.join("\n")
+        })
+    }
+}
+
+impl Drop for Baseline {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

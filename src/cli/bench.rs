@@ -1,7 +1,8 @@
 //! `digits bench`: how fast each workload runs, beside a naive plain-loop baseline and PyTorch.
 
 use clap::Args;
-use digits::bench::{self, EpochTiming, TUTORIAL_EPOCH_IMAGES, pytorch};
+use digits::bench::pytorch::{self, Baseline, Workload};
+use digits::bench::{self, EpochTiming, TUTORIAL_EPOCH_IMAGES};
 use digits::data::{Dataset, Split};
 use digits::files::encode_png;
 use digits::model::{Model, ModelConfig, ModelKind};
@@ -59,14 +60,19 @@ struct Report {
     tutorial_over_reference: f64,
     pytorch_epoch_s: Option<f64>,
     pytorch_epoch_s_1_thread: Option<f64>,
-    /// PyTorch's (best of its thread settings) tutorial epoch over digits'.
+    /// How many times as fast as PyTorch digits is: the median over runs of PyTorch's time
+    /// (the faster of its thread settings) over digits', each PyTorch run next to a digits
+    /// run (see [`Contest`]). For the tutorial epoch here; the others below.
     speedup_over_pytorch: Option<f64>,
     cnn_train_images_per_s: f64,
+    cnn_train_over_pytorch: Option<f64>,
     pytorch_cnn_train_images_per_s: Option<f64>,
     mlp_inference_images_per_s: f64,
     cnn_inference_images_per_s: f64,
     pytorch_mlp_inference_images_per_s: Option<f64>,
     pytorch_cnn_inference_images_per_s: Option<f64>,
+    mlp_inference_over_pytorch: Option<f64>,
+    cnn_inference_over_pytorch: Option<f64>,
     one_image_ms: f64,
     pytorch_one_image_ms: Option<f64>,
     photo_2000px_ms: f64,
@@ -97,6 +103,95 @@ fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming {
     timings[timings.len() / 2]
 }
 
+fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// digits against PyTorch, run for run: each of digits' runs of a workload sits next to
+/// PyTorch's, in turn first and second, so that the machine's drift from minute to minute (a
+/// third on a shared host) slows both alike and each ratio compares like with like.
+struct Contest {
+    repeat: u32,
+    baseline: Option<Baseline>,
+    /// Why there are no PyTorch figures, when there are none (or no more).
+    note: Option<String>,
+}
+
+/// " (PyTorch N images/s: digits Rx as fast)" when PyTorch ran the workload.
+fn against(bout: &Bout) -> String {
+    match (&bout.theirs[..], bout.speedup) {
+        (&[theirs], Some(speedup)) => {
+            format!(" (PyTorch {theirs:.0} images/s: digits {speedup:.2}x as fast)")
+        }
+        _ => String::new(),
+    }
+}
+
+/// One workload's figures from a [`Contest`].
+struct Bout {
+    ours: EpochTiming,
+    /// The median of PyTorch's runs of each workload asked for.
+    theirs: Vec<f64>,
+    /// The median over runs of digits' speed over PyTorch's (over the fastest of the
+    /// workloads asked for, in that run).
+    speedup: Option<f64>,
+}
+
+impl Contest {
+    fn bout(&mut self, mut ours: impl FnMut() -> EpochTiming, theirs: &[Workload]) -> Bout {
+        let mut timings = Vec::new();
+        let mut figures = vec![Vec::new(); theirs.len()];
+        let mut speedups = Vec::new();
+        for round in 0..self.repeat {
+            let (timing, round_figures) = if round % 2 == 0 {
+                let timing = ours();
+                (timing, self.time_all(theirs))
+            } else {
+                let round_figures = self.time_all(theirs);
+                (ours(), round_figures)
+            };
+            timings.push(timing);
+            let Some(round_figures) = round_figures else {
+                continue;
+            };
+            let figures_of_round = round_figures.iter().copied();
+            speedups.push(if theirs[0].higher_is_faster() {
+                timing.images_per_second() / figures_of_round.fold(f64::MIN, f64::max)
+            } else {
+                figures_of_round.fold(f64::MAX, f64::min) / timing.epoch_seconds()
+            });
+            for (all, figure) in figures.iter_mut().zip(round_figures) {
+                all.push(figure);
+            }
+        }
+        timings.sort_by_key(|t| t.elapsed);
+        let complete = !speedups.is_empty() && speedups.len() == timings.len();
+        Bout {
+            ours: timings[timings.len() / 2],
+            theirs: if complete {
+                figures.into_iter().map(median_of).collect()
+            } else {
+                Vec::new()
+            },
+            speedup: complete.then(|| median_of(speedups)),
+        }
+    }
+
+    /// One run of each workload, or `None` (and the reason noted) once PyTorch has failed.
+    fn time_all(&mut self, workloads: &[Workload]) -> Option<Vec<f64>> {
+        let baseline = self.baseline.as_mut()?;
+        match workloads.iter().map(|&w| baseline.time(w)).collect() {
+            Ok(figures) => Some(figures),
+            Err(err) => {
+                self.note = Some(format!("{err:#}"));
+                self.baseline = None;
+                None
+            }
+        }
+    }
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.images > 0, "--images must be at least 1");
     anyhow::ensure!(args.cnn_images > 0, "--cnn-images must be at least 1");
@@ -112,10 +207,29 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let device = &selected.device;
 
-    let tutorial = median(args.repeat, || {
-        bench::tutorial_epoch(args.images, 50, EngineChoice::Auto, device)
-    });
-    let scaled_from = (tutorial.images != TUTORIAL_EPOCH_IMAGES).then_some(tutorial.images);
+    let mut contest = Contest {
+        repeat: args.repeat,
+        baseline: None,
+        note: None,
+    };
+    if args.no_pytorch {
+        contest.note = Some("skipped (--no-pytorch)".to_string());
+    } else if !pytorch::available(&args.python) {
+        contest.note = Some(format!("{} cannot import torch", args.python));
+    } else {
+        say("starting bench/pytorch_baseline.py: its runs alternate with digits' ...".into());
+        match Baseline::start(&args.python, args.images) {
+            Ok(baseline) => contest.baseline = Some(baseline),
+            Err(err) => contest.note = Some(format!("{err:#}")),
+        }
+    }
+
+    let tutorial = contest.bout(
+        || bench::tutorial_epoch(args.images, 50, EngineChoice::Auto, device),
+        &[Workload::TutorialEpoch, Workload::TutorialEpochOneThread],
+    );
+    let scaled_from =
+        (tutorial.ours.images != TUTORIAL_EPOCH_IMAGES).then_some(tutorial.ours.images);
     if let Some(images) = scaled_from {
         say(format!(
             "(each epoch time below is timed on {images} images and scaled to a \
@@ -124,9 +238,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     say(format!(
         "tutorial epoch (MLP 784-128-400-10, batch 32, Adam): {:.2} s ({:.0} images/s)",
-        tutorial.epoch_seconds(),
-        tutorial.images_per_second()
+        tutorial.ours.epoch_seconds(),
+        tutorial.ours.images_per_second()
     ));
+    if let (&[threads, one_thread], Some(speedup), Some(baseline)) =
+        (&tutorial.theirs[..], tutorial.speedup, &contest.baseline)
+    {
+        say(format!(
+            "PyTorch {} preloaded, same workload:          {threads:.2} s ({} threads), \
+             {one_thread:.2} s (1 thread): digits is {speedup:.1}x faster",
+            baseline.torch_version, baseline.default_threads,
+        ));
+    }
     let on_burn = median(args.repeat, || {
         bench::tutorial_epoch(args.images, 50, EngineChoice::Burn, device)
     });
@@ -138,35 +261,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     say(format!(
         "plain loops, no GEMM library, same workload:          {:.2} s (digits takes {:.2}x as long)",
         reference.epoch_seconds(),
-        tutorial.epoch_seconds() / reference.epoch_seconds()
+        tutorial.ours.epoch_seconds() / reference.epoch_seconds()
     ));
-
-    let (pytorch, pytorch_note) = if args.no_pytorch {
-        (None, Some("skipped (--no-pytorch)".to_string()))
-    } else if !pytorch::available(&args.python) {
-        (None, Some(format!("{} cannot import torch", args.python)))
-    } else {
-        say("running bench/pytorch_baseline.py ...".into());
-        match pytorch::run(&args.python, args.images, args.repeat as usize) {
-            Ok(figures) => (Some(figures), None),
-            Err(err) => (None, Some(format!("{err:#}"))),
-        }
-    };
-    let pytorch_best = pytorch
-        .as_ref()
-        .map(|p| p.tutorial_epoch_s.min(p.tutorial_epoch_s_1_thread));
-    match (&pytorch, &pytorch_note) {
-        (Some(p), _) => say(format!(
-            "PyTorch {} preloaded, same workload:          {:.2} s ({} threads), {:.2} s (1 thread): digits is {:.1}x faster",
-            p.torch_version,
-            p.tutorial_epoch_s,
-            p.default_threads,
-            p.tutorial_epoch_s_1_thread,
-            pytorch_best.unwrap_or(f64::NAN) / tutorial.epoch_seconds()
-        )),
-        (None, Some(note)) => say(format!("PyTorch baseline: not run ({note})")),
-        (None, None) => {}
-    }
 
     let (_, best) = Preset::Best.recipe(digits::data::DatasetName::MnistLite);
     let cnn_config = ModelKind::Cnn.config();
@@ -174,23 +270,66 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         augment: None,
         ..best
     };
-    let cnn = median(args.repeat, || {
-        bench::training(&cnn_config, &cnn_train, args.cnn_images, 5, device)
-    });
+    let cnn = contest.bout(
+        || bench::training(&cnn_config, &cnn_train, args.cnn_images, 5, device),
+        &[Workload::CnnTraining],
+    );
     say(format!(
-        "cnn training (batch 64, AdamW, augmentation not included): {:.0} images/s",
-        cnn.images_per_second()
+        "cnn training (batch 64, AdamW, augmentation not included): {:.0} images/s{}",
+        cnn.ours.images_per_second(),
+        against(&cnn)
     ));
 
     let mlp_model = Model::init(&ModelKind::Mlp.config(), 0, device);
     let cnn_model = Model::init(&cnn_config, 0, device);
-    let mlp_inference = median(args.repeat, || bench::inference(&mlp_model, 10_000, 1000));
-    let cnn_inference = median(args.repeat, || bench::inference(&cnn_model, 2_000, 1000));
+    let mlp_inference = contest.bout(
+        || bench::inference(&mlp_model, 10_000, 1000),
+        &[Workload::MlpInference],
+    );
+    let cnn_inference = contest.bout(
+        || bench::inference(&cnn_model, 2_000, 1000),
+        &[Workload::CnnInference],
+    );
     say(format!(
-        "batch inference (batch 1000): MLP {:.0} images/s, cnn {:.0} images/s",
-        mlp_inference.images_per_second(),
-        cnn_inference.images_per_second()
+        "batch inference (batch 1000): MLP {:.0} images/s{}, cnn {:.0} images/s{}",
+        mlp_inference.ours.images_per_second(),
+        against(&mlp_inference),
+        cnn_inference.ours.images_per_second(),
+        against(&cnn_inference),
     ));
+    let pytorch_one_image_ms = contest
+        .time_all(&[Workload::OneImage])
+        .map(|figures| figures[0]);
+    let pytorch = match (
+        &contest.baseline,
+        &tutorial.theirs[..],
+        &cnn.theirs[..],
+        &mlp_inference.theirs[..],
+        &cnn_inference.theirs[..],
+        pytorch_one_image_ms,
+    ) {
+        (
+            Some(baseline),
+            &[tutorial_epoch_s, tutorial_epoch_s_1_thread],
+            &[cnn_train_images_per_s],
+            &[mlp_inference_images_per_s],
+            &[cnn_inference_images_per_s],
+            Some(one_image_ms),
+        ) => Some(pytorch::PytorchFigures {
+            torch_version: baseline.torch_version.clone(),
+            default_threads: baseline.default_threads,
+            tutorial_epoch_s,
+            tutorial_epoch_s_1_thread,
+            cnn_train_images_per_s,
+            mlp_inference_images_per_s,
+            cnn_inference_images_per_s,
+            one_image_ms,
+        }),
+        _ => None,
+    };
+    if let Some(note) = &contest.note {
+        say(format!("PyTorch baseline: not run ({note})"));
+    }
 
     let forward = |config: &ModelConfig| {
         config
@@ -200,10 +339,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let (mlp_flops, cnn_flops) = (forward(&ModelKind::Mlp.config()), forward(&cnn_config));
     let gflops = Gflops {
-        tutorial_training: 3.0 * mlp_flops * tutorial.images_per_second() / 1e9,
-        cnn_training: 3.0 * cnn_flops * cnn.images_per_second() / 1e9,
-        mlp_inference: mlp_flops * mlp_inference.images_per_second() / 1e9,
-        cnn_inference: cnn_flops * cnn_inference.images_per_second() / 1e9,
+        tutorial_training: 3.0 * mlp_flops * tutorial.ours.images_per_second() / 1e9,
+        cnn_training: 3.0 * cnn_flops * cnn.ours.images_per_second() / 1e9,
+        mlp_inference: mlp_flops * mlp_inference.ours.images_per_second() / 1e9,
+        cnn_inference: cnn_flops * cnn_inference.ours.images_per_second() / 1e9,
     };
     let peak = bench::sgemm_peak_gflops();
     say(format!(
@@ -211,13 +350,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
          cnn inference {:.1} (one core's SGEMM peak: {peak:.1})",
         gflops.tutorial_training, gflops.cnn_training, gflops.mlp_inference, gflops.cnn_inference
     ));
-    if let Some(p) = &pytorch {
-        say(format!(
-            "PyTorch: cnn training {:.0} images/s, batch inference MLP {:.0} images/s, cnn {:.0} \
-             images/s",
-            p.cnn_train_images_per_s, p.mlp_inference_images_per_s, p.cnn_inference_images_per_s
-        ));
-    }
 
     let predictor = Predictor::built_in(device);
     let digit = Prepared::from_pixels(Dataset::lite(Split::Test).image(0).to_vec());
@@ -257,18 +389,21 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             images_per_run: args.images,
             epoch_s_scaled_from_images: scaled_from,
             repeat: args.repeat,
-            tutorial_epoch_s: tutorial.epoch_seconds(),
-            tutorial_images_per_s: tutorial.images_per_second(),
+            tutorial_epoch_s: tutorial.ours.epoch_seconds(),
+            tutorial_images_per_s: tutorial.ours.images_per_second(),
             burn_epoch_s: on_burn.epoch_seconds(),
             reference_epoch_s: reference.epoch_seconds(),
-            tutorial_over_reference: tutorial.epoch_seconds() / reference.epoch_seconds(),
+            tutorial_over_reference: tutorial.ours.epoch_seconds() / reference.epoch_seconds(),
             pytorch_epoch_s: pytorch.as_ref().map(|p| p.tutorial_epoch_s),
             pytorch_epoch_s_1_thread: pytorch.as_ref().map(|p| p.tutorial_epoch_s_1_thread),
-            speedup_over_pytorch: pytorch_best.map(|p| p / tutorial.epoch_seconds()),
-            cnn_train_images_per_s: cnn.images_per_second(),
+            speedup_over_pytorch: tutorial.speedup,
+            cnn_train_images_per_s: cnn.ours.images_per_second(),
+            cnn_train_over_pytorch: cnn.speedup,
             pytorch_cnn_train_images_per_s: pytorch.as_ref().map(|p| p.cnn_train_images_per_s),
-            mlp_inference_images_per_s: mlp_inference.images_per_second(),
-            cnn_inference_images_per_s: cnn_inference.images_per_second(),
+            mlp_inference_images_per_s: mlp_inference.ours.images_per_second(),
+            cnn_inference_images_per_s: cnn_inference.ours.images_per_second(),
+            mlp_inference_over_pytorch: mlp_inference.speedup,
+            cnn_inference_over_pytorch: cnn_inference.speedup,
             pytorch_mlp_inference_images_per_s: pytorch
                 .as_ref()
                 .map(|p| p.mlp_inference_images_per_s),
@@ -281,7 +416,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             photo_2000px_png_ms: ms(with_decode),
             peak_rss_mb,
             pytorch,
-            pytorch_note,
+            pytorch_note: contest.note,
         };
         println!(
             "{}",
