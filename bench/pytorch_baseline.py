@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch baseline for `digits bench`: the same workloads, timed the same way.
 
-`digits bench` runs this when `python3 -c 'import torch'` works, passing the images it
-trains on as raw bytes, and reads the JSON it prints. Run by hand:
+`digits bench` runs this as a worker (--worker) when `python3 -c 'import torch'` works,
+passing the images it trains on as raw bytes, and asks it for one timed run at a time, so
+that its own runs alternate with these. Run by hand:
 
     python3 bench/pytorch_baseline.py --images FILE --labels FILE [--count 60000] [--json]
         FILE: N*784 uint8 pixels / N uint8 labels (digits bench writes them)
@@ -67,13 +68,14 @@ class Cnn(nn.Module):
         return self.output(self.dropout(x))
 
 
+def seconds(work):
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def median_seconds(work, repeat):
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return statistics.median(seconds(work) for _ in range(repeat))
 
 
 def train_images(model, optimizer, x, y, count, batch_size):
@@ -105,38 +107,38 @@ class Workloads:
         self.count = args.count
         self.default_threads = torch.get_num_threads()
         torch.manual_seed(0)
-        self.models = {}
+        self.kept = {}
         self.warm = set()
 
-    def model(self, name, make):
-        if name not in self.models:
-            self.models[name] = make()
-        return self.models[name]
+    def kept_object(self, name, make):
+        """A model or optimizer made once and kept, so that each run continues its training."""
+        if name not in self.kept:
+            self.kept[name] = make()
+        return self.kept[name]
 
     def tutorial(self, threads):
         """A tutorial epoch's seconds (scaled to 60,000 images) with `threads` threads."""
         torch.set_num_threads(threads)
-        model = self.model(f"tutorial {threads}", Net)
-        optimizer = self.model(f"tutorial {threads} adam", lambda: torch.optim.Adam(model.parameters(), lr=0.01))
-        seconds = median_seconds(lambda: train_images(model, optimizer, self.x, self.y, self.count, 32), 1)
-        return seconds * 60000 / self.count
+        model = self.kept_object(f"tutorial {threads}", Net)
+        optimizer = self.kept_object(f"tutorial {threads} adam", lambda: torch.optim.Adam(model.parameters(), lr=0.01))
+        return seconds(lambda: train_images(model, optimizer, self.x, self.y, self.count, 32)) * 60000 / self.count
 
     def cnn_train(self):
         """Images per second training the `cnn` on at most 4,096 images."""
-        model = self.model("cnn", Cnn)
-        optimizer = self.model("cnn adamw", lambda: torch.optim.AdamW(model.parameters(), lr=0.003))
+        model = self.kept_object("cnn", Cnn)
+        optimizer = self.kept_object("cnn adamw", lambda: torch.optim.AdamW(model.parameters(), lr=0.003))
         count = min(self.count, 4096)
-        return count / median_seconds(lambda: train_images(model, optimizer, self.x, self.y, count, 64), 1)
+        return count / seconds(lambda: train_images(model, optimizer, self.x, self.y, count, 64))
 
     def inference(self, name, make, repeat):
         """Images per second through a model in eval mode, batch 1000."""
-        model = self.model(name, make).eval()
+        model = self.kept_object(name, make).eval()
         batch = self.x[:1000]
         with torch.no_grad():
             return len(batch) / median_seconds(lambda: model(batch), repeat)
 
     def one_image_ms(self):
-        model = self.model("mlp", Net).eval()
+        model = self.kept_object("mlp", Net).eval()
         one = self.x[:1]
         with torch.no_grad():
             return 1000 * median_seconds(lambda: model(one), 200)

@@ -5,6 +5,7 @@
 //! The images come from the built-in set, cycled, so the figures never depend on what is
 //! downloaded; an epoch's cost depends on how many images pass, not which.
 
+pub mod contest;
 pub mod pytorch;
 pub mod reference;
 
@@ -200,6 +201,16 @@ pub fn photo(side: u32) -> image::DynamicImage {
         image::Rgb([v, v, v.saturating_sub(10)])
     })
     .into()
+}
+
+/// The median of `repeat` runs of `work`.
+pub fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming {
+    median_timing((0..repeat.max(1)).map(|_| work()).collect())
+}
+
+fn median_timing(mut timings: Vec<EpochTiming>) -> EpochTiming {
+    timings.sort_by_key(|t| t.elapsed);
+    timings[timings.len() / 2]
 }
 
 /// The median of `runs` timings of `work`, after one untimed run.

@@ -1,8 +1,9 @@
 //! `digits bench`: how fast each workload runs, beside a naive plain-loop baseline and PyTorch.
 
 use clap::Args;
+use digits::bench::contest::{Bout, Contest};
 use digits::bench::pytorch::{self, Baseline, Workload};
-use digits::bench::{self, EpochTiming, TUTORIAL_EPOCH_IMAGES};
+use digits::bench::{self, TUTORIAL_EPOCH_IMAGES, median};
 use digits::data::{Dataset, Split};
 use digits::files::encode_png;
 use digits::model::{Model, ModelConfig, ModelKind};
@@ -60,17 +61,19 @@ struct Report {
     tutorial_over_reference: f64,
     pytorch_epoch_s: Option<f64>,
     pytorch_epoch_s_1_thread: Option<f64>,
-    /// How many times as fast as PyTorch digits is: the median over runs of PyTorch's time
-    /// (the faster of its thread settings) over digits', each PyTorch run next to a digits
-    /// run (see [`Contest`]). For the tutorial epoch here; the others below.
+    /// How many times as fast as PyTorch digits is, at the tutorial epoch: the median over
+    /// `repeat` pairs of runs, each PyTorch run (the faster of its two thread settings) timed
+    /// beside a digits run ([`Contest`]).
     speedup_over_pytorch: Option<f64>,
     cnn_train_images_per_s: f64,
+    /// As `speedup_over_pytorch`, for `cnn` training.
     cnn_train_over_pytorch: Option<f64>,
     pytorch_cnn_train_images_per_s: Option<f64>,
     mlp_inference_images_per_s: f64,
     cnn_inference_images_per_s: f64,
     pytorch_mlp_inference_images_per_s: Option<f64>,
     pytorch_cnn_inference_images_per_s: Option<f64>,
+    /// As `speedup_over_pytorch`, for batch inference.
     mlp_inference_over_pytorch: Option<f64>,
     cnn_inference_over_pytorch: Option<f64>,
     one_image_ms: f64,
@@ -78,8 +81,20 @@ struct Report {
     photo_2000px_ms: f64,
     photo_2000px_png_ms: f64,
     peak_rss_mb: Option<f64>,
+    /// Every PyTorch figure, when its worker ran every workload.
     pytorch: Option<pytorch::PytorchFigures>,
     pytorch_note: Option<String>,
+    /// Each pair's ratio behind the `*_over_pytorch` medians, in the order run: how far apart
+    /// they are says how far to trust the median.
+    pair_ratios: PairRatios,
+}
+
+#[derive(Debug, Serialize)]
+struct PairRatios {
+    tutorial_training: Vec<f64>,
+    cnn_training: Vec<f64>,
+    mlp_inference: Vec<f64>,
+    cnn_inference: Vec<f64>,
 }
 
 /// GFLOP/s of each workload, from the plan's count of a forward pass (training: three times
@@ -96,99 +111,13 @@ fn ms(duration: std::time::Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// The median of `repeat` runs of `work`.
-fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming {
-    let mut timings: Vec<EpochTiming> = (0..repeat).map(|_| work()).collect();
-    timings.sort_by_key(|t| t.elapsed);
-    timings[timings.len() / 2]
-}
-
-fn median_of(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// digits against PyTorch, run for run: each of digits' runs of a workload sits next to
-/// PyTorch's, in turn first and second, so that the machine's drift from minute to minute (a
-/// third on a shared host) slows both alike and each ratio compares like with like.
-struct Contest {
-    repeat: u32,
-    baseline: Option<Baseline>,
-    /// Why there are no PyTorch figures, when there are none (or no more).
-    note: Option<String>,
-}
-
-/// " (PyTorch N images/s: digits Rx as fast)" when PyTorch ran the workload.
+/// " (PyTorch N images/s: digits Rx as fast)" when PyTorch ran every pair of the workload.
 fn against(bout: &Bout) -> String {
-    match (&bout.theirs[..], bout.speedup) {
+    match (&bout.theirs[..], bout.speedup()) {
         (&[theirs], Some(speedup)) => {
             format!(" (PyTorch {theirs:.0} images/s: digits {speedup:.2}x as fast)")
         }
         _ => String::new(),
-    }
-}
-
-/// One workload's figures from a [`Contest`].
-struct Bout {
-    ours: EpochTiming,
-    /// The median of PyTorch's runs of each workload asked for.
-    theirs: Vec<f64>,
-    /// The median over runs of digits' speed over PyTorch's (over the fastest of the
-    /// workloads asked for, in that run).
-    speedup: Option<f64>,
-}
-
-impl Contest {
-    fn bout(&mut self, mut ours: impl FnMut() -> EpochTiming, theirs: &[Workload]) -> Bout {
-        let mut timings = Vec::new();
-        let mut figures = vec![Vec::new(); theirs.len()];
-        let mut speedups = Vec::new();
-        for round in 0..self.repeat {
-            let (timing, round_figures) = if round % 2 == 0 {
-                let timing = ours();
-                (timing, self.time_all(theirs))
-            } else {
-                let round_figures = self.time_all(theirs);
-                (ours(), round_figures)
-            };
-            timings.push(timing);
-            let Some(round_figures) = round_figures else {
-                continue;
-            };
-            let figures_of_round = round_figures.iter().copied();
-            speedups.push(if theirs[0].higher_is_faster() {
-                timing.images_per_second() / figures_of_round.fold(f64::MIN, f64::max)
-            } else {
-                figures_of_round.fold(f64::MAX, f64::min) / timing.epoch_seconds()
-            });
-            for (all, figure) in figures.iter_mut().zip(round_figures) {
-                all.push(figure);
-            }
-        }
-        timings.sort_by_key(|t| t.elapsed);
-        let complete = !speedups.is_empty() && speedups.len() == timings.len();
-        Bout {
-            ours: timings[timings.len() / 2],
-            theirs: if complete {
-                figures.into_iter().map(median_of).collect()
-            } else {
-                Vec::new()
-            },
-            speedup: complete.then(|| median_of(speedups)),
-        }
-    }
-
-    /// One run of each workload, or `None` (and the reason noted) once PyTorch has failed.
-    fn time_all(&mut self, workloads: &[Workload]) -> Option<Vec<f64>> {
-        let baseline = self.baseline.as_mut()?;
-        match workloads.iter().map(|&w| baseline.time(w)).collect() {
-            Ok(figures) => Some(figures),
-            Err(err) => {
-                self.note = Some(format!("{err:#}"));
-                self.baseline = None;
-                None
-            }
-        }
     }
 }
 
@@ -207,22 +136,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let device = &selected.device;
 
-    let mut contest = Contest {
-        repeat: args.repeat,
-        baseline: None,
-        note: None,
-    };
-    if args.no_pytorch {
-        contest.note = Some("skipped (--no-pytorch)".to_string());
+    let rival = if args.no_pytorch {
+        Err("skipped (--no-pytorch)".to_string())
     } else if !pytorch::available(&args.python) {
-        contest.note = Some(format!("{} cannot import torch", args.python));
+        Err(format!("{} cannot import torch", args.python))
     } else {
         say("starting bench/pytorch_baseline.py: its runs alternate with digits' ...".into());
-        match Baseline::start(&args.python, args.images) {
-            Ok(baseline) => contest.baseline = Some(baseline),
-            Err(err) => contest.note = Some(format!("{err:#}")),
-        }
-    }
+        Baseline::start(&args.python, args.images).map_err(|err| format!("{err:#}"))
+    };
+    let mut contest = Contest::new(args.repeat, rival);
 
     let tutorial = contest.bout(
         || bench::tutorial_epoch(args.images, 50, EngineChoice::Auto, device),
@@ -242,7 +164,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         tutorial.ours.images_per_second()
     ));
     if let (&[threads, one_thread], Some(speedup), Some(baseline)) =
-        (&tutorial.theirs[..], tutorial.speedup, &contest.baseline)
+        (&tutorial.theirs[..], tutorial.speedup(), contest.rival())
     {
         say(format!(
             "PyTorch {} preloaded, same workload:          {threads:.2} s ({} threads), \
@@ -297,11 +219,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         cnn_inference.ours.images_per_second(),
         against(&cnn_inference),
     ));
-    let pytorch_one_image_ms = contest
-        .time_all(&[Workload::OneImage])
-        .map(|figures| figures[0]);
+    let pytorch_one_image_ms = contest.time_once(Workload::OneImage);
+    let versions = contest
+        .rival()
+        .map(|baseline| (baseline.torch_version.clone(), baseline.default_threads));
     let pytorch = match (
-        &contest.baseline,
+        versions,
         &tutorial.theirs[..],
         &cnn.theirs[..],
         &mlp_inference.theirs[..],
@@ -309,15 +232,15 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         pytorch_one_image_ms,
     ) {
         (
-            Some(baseline),
+            Some((torch_version, default_threads)),
             &[tutorial_epoch_s, tutorial_epoch_s_1_thread],
             &[cnn_train_images_per_s],
             &[mlp_inference_images_per_s],
             &[cnn_inference_images_per_s],
             Some(one_image_ms),
         ) => Some(pytorch::PytorchFigures {
-            torch_version: baseline.torch_version.clone(),
-            default_threads: baseline.default_threads,
+            torch_version,
+            default_threads,
             tutorial_epoch_s,
             tutorial_epoch_s_1_thread,
             cnn_train_images_per_s,
@@ -327,8 +250,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    if let Some(note) = &contest.note {
-        say(format!("PyTorch baseline: not run ({note})"));
+    contest.finish();
+    match contest.note() {
+        Some(note) if contest.started() => say(format!(
+            "PyTorch baseline: stopped ({note}); the PyTorch figures above come from the workloads it finished"
+        )),
+        Some(note) => say(format!("PyTorch baseline: not run ({note})")),
+        None => {}
     }
 
     let forward = |config: &ModelConfig| {
@@ -394,29 +322,31 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             burn_epoch_s: on_burn.epoch_seconds(),
             reference_epoch_s: reference.epoch_seconds(),
             tutorial_over_reference: tutorial.ours.epoch_seconds() / reference.epoch_seconds(),
-            pytorch_epoch_s: pytorch.as_ref().map(|p| p.tutorial_epoch_s),
-            pytorch_epoch_s_1_thread: pytorch.as_ref().map(|p| p.tutorial_epoch_s_1_thread),
-            speedup_over_pytorch: tutorial.speedup,
+            pytorch_epoch_s: tutorial.theirs.first().copied(),
+            pytorch_epoch_s_1_thread: tutorial.theirs.get(1).copied(),
+            speedup_over_pytorch: tutorial.speedup(),
             cnn_train_images_per_s: cnn.ours.images_per_second(),
-            cnn_train_over_pytorch: cnn.speedup,
-            pytorch_cnn_train_images_per_s: pytorch.as_ref().map(|p| p.cnn_train_images_per_s),
+            cnn_train_over_pytorch: cnn.speedup(),
+            pytorch_cnn_train_images_per_s: cnn.theirs.first().copied(),
             mlp_inference_images_per_s: mlp_inference.ours.images_per_second(),
             cnn_inference_images_per_s: cnn_inference.ours.images_per_second(),
-            mlp_inference_over_pytorch: mlp_inference.speedup,
-            cnn_inference_over_pytorch: cnn_inference.speedup,
-            pytorch_mlp_inference_images_per_s: pytorch
-                .as_ref()
-                .map(|p| p.mlp_inference_images_per_s),
-            pytorch_cnn_inference_images_per_s: pytorch
-                .as_ref()
-                .map(|p| p.cnn_inference_images_per_s),
+            mlp_inference_over_pytorch: mlp_inference.speedup(),
+            cnn_inference_over_pytorch: cnn_inference.speedup(),
+            pytorch_mlp_inference_images_per_s: mlp_inference.theirs.first().copied(),
+            pytorch_cnn_inference_images_per_s: cnn_inference.theirs.first().copied(),
             one_image_ms: ms(one),
-            pytorch_one_image_ms: pytorch.as_ref().map(|p| p.one_image_ms),
+            pytorch_one_image_ms,
             photo_2000px_ms: ms(prepare_predict),
             photo_2000px_png_ms: ms(with_decode),
             peak_rss_mb,
             pytorch,
-            pytorch_note: contest.note,
+            pytorch_note: contest.note().map(str::to_string),
+            pair_ratios: PairRatios {
+                tutorial_training: tutorial.ratios.clone(),
+                cnn_training: cnn.ratios.clone(),
+                mlp_inference: mlp_inference.ratios.clone(),
+                cnn_inference: cnn_inference.ratios.clone(),
+            },
         };
         println!(
             "{}",
