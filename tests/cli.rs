@@ -772,9 +772,9 @@ fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
 }
 
 /// A stand-in for a Python with PyTorch: it speaks `pytorch_baseline.py --worker`'s protocol
-/// with fixed figures, and `fail_on` makes it die with a message when asked for that workload.
+/// with fixed figures, and runs the shell command `misbehave` when asked for `fail_on`.
 #[cfg(unix)]
-fn fake_python(dir: &std::path::Path, fail_on: &str) -> String {
+fn fake_python(dir: &std::path::Path, fail_on: &str, misbehave: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("fake-python");
     let script = format!(
@@ -783,7 +783,7 @@ fn fake_python(dir: &std::path::Path, fail_on: &str) -> String {
 echo '{{"torch_version": "9.9-fake", "default_threads": 2}}'
 while read workload; do
   case "$workload" in
-    {fail_on}) echo "RuntimeError: fake out of memory" >&2; exit 1;;
+    {fail_on}) {misbehave};;
     tutorial_epoch_s) value=2.0;;
     tutorial_epoch_s_1_thread) value=3.0;;
     one_image_ms) value=0.5;;
@@ -802,8 +802,8 @@ done
 #[test]
 fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
     let dir = tempfile::tempdir().unwrap();
-    let bench = |python: &str, repeat: &str| {
-        let args = [
+    let run = |python: &str, repeat: &str, json: bool| {
+        let mut args = vec![
             "bench",
             "--images",
             "640",
@@ -811,15 +811,20 @@ fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
             "64",
             "--repeat",
             repeat,
-            "--json",
             "--python",
             python,
         ];
+        if json {
+            args.push("--json");
+        }
         let output = digits(dir.path(), &args);
         assert!(output.status.success(), "{}", stderr(&output));
-        serde_json::from_str::<serde_json::Value>(&stdout(&output)).unwrap()
+        stdout(&output)
     };
-    let report = bench(&fake_python(dir.path(), "none"), "3");
+    let bench = |python: &str, repeat: &str| {
+        serde_json::from_str::<serde_json::Value>(&run(python, repeat, true)).unwrap()
+    };
+    let report = bench(&fake_python(dir.path(), "none", ""), "3");
     let figure = |key: &str| {
         report[key]
             .as_f64()
@@ -856,7 +861,8 @@ fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
     );
 
     // Dying at the cnn's turn keeps the tutorial's finished pairs, and nothing after them.
-    let report = bench(&fake_python(dir.path(), "cnn_train_images_per_s"), "1");
+    let die = r#"echo "RuntimeError: fake out of memory" >&2; exit 1"#;
+    let report = bench(&fake_python(dir.path(), "cnn_train_images_per_s", die), "1");
     assert_eq!(report["pytorch_epoch_s"], 2.0, "{report}");
     assert!(report["speedup_over_pytorch"].as_f64().unwrap() > 0.0);
     for key in [
@@ -872,6 +878,19 @@ fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
     );
     let note = report["pytorch_note"].as_str().unwrap();
     assert!(note.contains("fake out of memory"), "{note}");
+
+    // A figure of zero is refused, and the text says the worker stopped on the way.
+    let python = fake_python(dir.path(), "mlp_inference_images_per_s", "value=0");
+    let text = run(&python, "1", false);
+    assert!(text.contains("cnn training (batch 64, AdamW, augmentation not included)"));
+    assert!(text.contains("(PyTorch 1000 images/s: digits"), "{text}");
+    assert!(
+        text.contains(
+            "PyTorch baseline: stopped (the PyTorch baseline printed something unexpected: \
+             0 for mlp_inference_images_per_s)"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

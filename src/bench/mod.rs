@@ -208,21 +208,38 @@ pub fn median(repeat: u32, mut work: impl FnMut() -> EpochTiming) -> EpochTiming
     median_timing((0..repeat.max(1)).map(|_| work()).collect())
 }
 
-fn median_timing(mut timings: Vec<EpochTiming>) -> EpochTiming {
-    timings.sort_by_key(|t| t.elapsed);
-    timings[timings.len() / 2]
+/// The median run of workloads of the same size (its time the mean of the middle two, for an
+/// even count).
+fn median_timing(timings: Vec<EpochTiming>) -> EpochTiming {
+    EpochTiming {
+        images: timings[0].images,
+        elapsed: Duration::from_secs_f64(median_of(
+            timings.iter().map(|t| t.elapsed.as_secs_f64()).collect(),
+        )),
+    }
+}
+
+/// The median of `values`, the mean of the middle two for an even count: with two runs the
+/// upper one would flatter whichever side it came from.
+pub fn median_of(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let half = values.len() / 2;
+    if values.len().is_multiple_of(2) {
+        (values[half - 1] + values[half]) / 2.0
+    } else {
+        values[half]
+    }
 }
 
 /// The median of `runs` timings of `work`, after one untimed run.
 pub fn median_time(runs: usize, mut work: impl FnMut()) -> Duration {
     work();
-    let mut times: Vec<Duration> = (0..runs.max(1))
+    let seconds = (0..runs.max(1))
         .map(|_| {
             let started = Instant::now();
             work();
-            started.elapsed()
+            started.elapsed().as_secs_f64()
         })
         .collect();
-    times.sort();
-    times[times.len() / 2]
+    Duration::from_secs_f64(median_of(seconds))
 }

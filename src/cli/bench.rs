@@ -16,7 +16,8 @@ use super::{Announce, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Timed runs of each workload; the median is reported.
+    /// Timed runs of each workload, each beside one of PyTorch's when it runs; the median is
+    /// reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
     /// Images per timed tutorial-epoch run (an epoch of MNIST is 60,000).
@@ -59,6 +60,7 @@ struct Report {
     reference_epoch_s: f64,
     /// digits' tutorial epoch over the plain-loop baseline's (`bench::reference`).
     tutorial_over_reference: f64,
+    /// PyTorch's tutorial epoch (its default number of threads), when it ran every pair.
     pytorch_epoch_s: Option<f64>,
     pytorch_epoch_s_1_thread: Option<f64>,
     /// How many times as fast as PyTorch digits is, at the tutorial epoch: the median over
@@ -73,7 +75,7 @@ struct Report {
     cnn_inference_images_per_s: f64,
     pytorch_mlp_inference_images_per_s: Option<f64>,
     pytorch_cnn_inference_images_per_s: Option<f64>,
-    /// As `speedup_over_pytorch`, for batch inference.
+    /// As `speedup_over_pytorch`, for batch inference of the MLP and of the `cnn`.
     mlp_inference_over_pytorch: Option<f64>,
     cnn_inference_over_pytorch: Option<f64>,
     one_image_ms: f64,
@@ -83,9 +85,11 @@ struct Report {
     peak_rss_mb: Option<f64>,
     /// Every PyTorch figure, when its worker ran every workload.
     pytorch: Option<pytorch::PytorchFigures>,
+    /// Why PyTorch's figures are missing (not installed, skipped, or the worker stopped).
     pytorch_note: Option<String>,
     /// Each pair's ratio behind the `*_over_pytorch` medians, in the order run: how far apart
-    /// they are says how far to trust the median.
+    /// they are says how far to trust the median. A workload whose worker stopped midway
+    /// keeps the pairs it finished here, and has no median.
     pair_ratios: PairRatios,
 }
 
@@ -252,8 +256,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     contest.finish();
     match contest.note() {
-        Some(note) if contest.started() => say(format!(
-            "PyTorch baseline: stopped ({note}); the PyTorch figures above come from the workloads it finished"
+        // The tutorial's bout comes first: if it finished, PyTorch's figures were printed.
+        Some(note) if !tutorial.theirs.is_empty() => say(format!(
+            "PyTorch baseline: stopped ({note}); the PyTorch figures above come from the \
+             workloads it finished"
         )),
         Some(note) => say(format!("PyTorch baseline: not run ({note})")),
         None => {}
