@@ -3,7 +3,9 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tempfile::TempDir;
@@ -41,6 +43,8 @@ pub enum PytorchError {
     Failed(String),
     #[error("the PyTorch baseline printed something unexpected: {0}")]
     Output(String),
+    #[error("the PyTorch baseline said nothing for {0} s, and was stopped")]
+    Silent(f64),
 }
 
 /// Whether `python` can import torch.
@@ -95,7 +99,10 @@ impl Workload {
 pub struct Baseline {
     child: Child,
     requests: ChildStdin,
-    answers: BufReader<ChildStdout>,
+    /// The worker's lines, read on a thread of their own so that waiting for one can time out.
+    answers: Receiver<String>,
+    /// How long an answer may take before the worker is taken for hung.
+    deadline: Duration,
     /// Holds the script, its data and its error output until the worker is gone.
     dir: TempDir,
     pub torch_version: String,
@@ -118,8 +125,9 @@ struct Answer {
 
 impl Baseline {
     /// Starts the worker on the built-in training images, `images` of them per tutorial epoch
-    /// timing (at most 4,096 per `cnn` one), and waits until it has loaded them.
-    pub fn start(python: &str, images: usize) -> Result<Self, PytorchError> {
+    /// timing (at most 4,096 per `cnn` one), and waits until it has loaded them. A worker
+    /// silent for longer than `deadline` (loading, or timing one run) is stopped.
+    pub fn start(python: &str, images: usize, deadline: Duration) -> Result<Self, PytorchError> {
         let dir = tempfile::tempdir().map_err(PytorchError::Files)?;
         let data = Dataset::lite(Split::Train);
         let pixels: Vec<u8> = (0..data.len())
@@ -148,10 +156,20 @@ impl Baseline {
         let (Some(requests), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
             unreachable!("both pipes were asked for");
         };
+        let (lines, answers_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(answers).lines() {
+                let Ok(line) = line else { break };
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         let mut baseline = Self {
             child,
             requests,
-            answers: BufReader::new(answers),
+            answers: answers_rx,
+            deadline,
             dir,
             torch_version: String::new(),
             default_threads: 0,
@@ -181,11 +199,15 @@ impl Baseline {
     }
 
     fn read_line<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, PytorchError> {
-        let mut line = String::new();
-        match self.answers.read_line(&mut line) {
-            Ok(0) | Err(_) => Err(self.failure()),
-            Ok(_) => serde_json::from_str(line.trim())
+        match self.answers.recv_timeout(self.deadline) {
+            Ok(line) => serde_json::from_str(line.trim())
                 .map_err(|_| PytorchError::Output(line.trim().to_string())),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(PytorchError::Silent(self.deadline.as_secs_f64()))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(self.failure()),
         }
     }
 
@@ -210,5 +232,43 @@ impl Drop for Baseline {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_worker_that_stops_answering_is_stopped_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let python = dir.path().join("python");
+        let script = r#"#!/bin/sh
+echo '{"torch_version": "9.9-fake", "default_threads": 2}'
+while read workload; do
+  [ "$workload" = cnn_train_images_per_s ] && sleep 60
+  echo "{\"workload\": \"$workload\", \"value\": 1.5}"
+done
+"#;
+        std::fs::write(&python, script).unwrap();
+        std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let python = python.to_str().unwrap();
+        let mut baseline = Baseline::start(python, 64, Duration::from_millis(500)).unwrap();
+        assert_eq!(baseline.time(Workload::OneImage).unwrap(), 1.5);
+        let asked = Instant::now();
+        let err = baseline.time(Workload::CnnTraining).unwrap_err();
+        assert!(matches!(err, PytorchError::Silent(_)), "{err}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(
+            baseline.child.try_wait().unwrap().is_some(),
+            "the worker was stopped"
+        );
     }
 }

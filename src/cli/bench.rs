@@ -11,6 +11,7 @@ use digits::predict::Predictor;
 use digits::prepare::{self, Prepared};
 use digits::train::{EngineChoice, Preset, TrainConfig};
 use serde::Serialize;
+use std::time::Duration;
 
 use super::{Announce, DeviceArgs};
 
@@ -115,6 +116,11 @@ fn ms(duration: std::time::Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// How long PyTorch's worker may take over one answer before `digits bench` takes it for
+/// hung and goes on without it: its slowest, a warm-up and a timed 60,000-image tutorial
+/// epoch, takes under a minute on 2 cores.
+const PYTORCH_DEADLINE: Duration = Duration::from_secs(600);
+
 /// " (PyTorch N images/s: digits Rx as fast)" when PyTorch ran every pair of the workload.
 fn against(bout: &Bout) -> String {
     match (&bout.theirs[..], bout.speedup()) {
@@ -146,7 +152,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Err(format!("{} cannot import torch", args.python))
     } else {
         say("starting bench/pytorch_baseline.py: its runs alternate with digits' ...".into());
-        Baseline::start(&args.python, args.images).map_err(|err| format!("{err:#}"))
+        Baseline::start(&args.python, args.images, PYTORCH_DEADLINE)
+            .map_err(|err| format!("{err:#}"))
     };
     let mut contest = Contest::new(args.repeat, rival);
 
