@@ -714,23 +714,8 @@ fn the_best_preset_trains_a_cnn_that_eval_and_predict_load_alone_and_as_an_ensem
 #[test]
 fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let output = digits(
-        dir.path(),
-        &[
-            "bench",
-            "--images",
-            "640",
-            "--cnn-images",
-            "64",
-            "--repeat",
-            "1",
-            "--json",
-            "--python",
-            "no-such-python",
-        ],
-    );
-    assert!(output.status.success(), "{}", stderr(&output));
-    let report: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(&short_bench(dir.path(), "no-such-python", "1", true)).unwrap();
     for key in [
         "tutorial_epoch_s",
         "burn_epoch_s",
@@ -771,6 +756,27 @@ fn bench_prints_every_figure_as_json_and_says_why_pytorch_is_missing() {
     );
 }
 
+/// `digits bench` on a few images with `--python python`, its stdout once it succeeded.
+fn short_bench(dir: &std::path::Path, python: &str, repeat: &str, json: bool) -> String {
+    let mut args = vec![
+        "bench",
+        "--images",
+        "640",
+        "--cnn-images",
+        "64",
+        "--repeat",
+        repeat,
+        "--python",
+        python,
+    ];
+    if json {
+        args.push("--json");
+    }
+    let output = digits(dir, &args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+}
+
 /// A stand-in for a Python with PyTorch: it speaks `pytorch_baseline.py --worker`'s protocol
 /// with fixed figures, and runs the shell command `misbehave` when asked for `fail_on`.
 #[cfg(unix)]
@@ -802,27 +808,9 @@ done
 #[test]
 fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |python: &str, repeat: &str, json: bool| {
-        let mut args = vec![
-            "bench",
-            "--images",
-            "640",
-            "--cnn-images",
-            "64",
-            "--repeat",
-            repeat,
-            "--python",
-            python,
-        ];
-        if json {
-            args.push("--json");
-        }
-        let output = digits(dir.path(), &args);
-        assert!(output.status.success(), "{}", stderr(&output));
-        stdout(&output)
-    };
     let bench = |python: &str, repeat: &str| {
-        serde_json::from_str::<serde_json::Value>(&run(python, repeat, true)).unwrap()
+        serde_json::from_str::<serde_json::Value>(&short_bench(dir.path(), python, repeat, true))
+            .unwrap()
     };
     let report = bench(&fake_python(dir.path(), "none", ""), "3");
     let figure = |key: &str| {
@@ -881,7 +869,7 @@ fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
 
     // A figure of zero is refused, and the text says the worker stopped on the way.
     let python = fake_python(dir.path(), "mlp_inference_images_per_s", "value=0");
-    let text = run(&python, "1", false);
+    let text = short_bench(dir.path(), &python, "1", false);
     assert!(text.contains("cnn training (batch 64, AdamW, augmentation not included)"));
     assert!(text.contains("(PyTorch 1000 images/s: digits"), "{text}");
     assert!(

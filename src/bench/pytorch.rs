@@ -154,7 +154,9 @@ impl Baseline {
                 source,
             })?;
         let (Some(requests), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
-            unreachable!("both pipes were asked for");
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(PytorchError::Failed("its pipes did not open".to_string()));
         };
         let (lines, answers_rx) = mpsc::channel();
         std::thread::spawn(move || {
