@@ -47,8 +47,10 @@ struct Report {
     cpu: bench::Cpu,
     /// One core's SGEMM rate through the CPU engine's GEMM crate: the ceiling for `gflops`.
     sgemm_peak_gflops_one_core: f64,
-    /// Each workload's arithmetic rate (see [`Gflops`]).
-    gflops: Gflops,
+    /// Each workload's arithmetic rate in GFLOP/s, from the plan's count of a forward pass
+    /// (training: three times that); the machine has `sgemm_peak_gflops_one_core` per core,
+    /// times its cores.
+    gflops: PerWorkload<f64>,
     images_per_run: usize,
     /// Set when `--images` is not a whole MNIST epoch: every `*_epoch_s` figure is then this
     /// many images' time, scaled up to 60,000 images.
@@ -91,28 +93,19 @@ struct Report {
     /// Each pair's ratio behind the `*_over_pytorch` medians, in the order run: how far apart
     /// they are says how far to trust the median. A workload whose worker stopped midway
     /// keeps the pairs it finished here, and has no median.
-    pair_ratios: PairRatios,
+    pair_ratios: PerWorkload<Vec<f64>>,
 }
 
+/// One figure of each workload compared with PyTorch.
 #[derive(Debug, Serialize)]
-struct PairRatios {
-    tutorial_training: Vec<f64>,
-    cnn_training: Vec<f64>,
-    mlp_inference: Vec<f64>,
-    cnn_inference: Vec<f64>,
+struct PerWorkload<T> {
+    tutorial_training: T,
+    cnn_training: T,
+    mlp_inference: T,
+    cnn_inference: T,
 }
 
-/// GFLOP/s of each workload, from the plan's count of a forward pass (training: three times
-/// that). The machine has `sgemm_peak_gflops_one_core` per core, times its cores.
-#[derive(Debug, Serialize)]
-struct Gflops {
-    tutorial_training: f64,
-    cnn_training: f64,
-    mlp_inference: f64,
-    cnn_inference: f64,
-}
-
-fn ms(duration: std::time::Duration) -> f64 {
+fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
@@ -279,7 +272,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             .forward_flops() as f64
     };
     let (mlp_flops, cnn_flops) = (forward(&ModelKind::Mlp.config()), forward(&cnn_config));
-    let gflops = Gflops {
+    let gflops = PerWorkload {
         tutorial_training: 3.0 * mlp_flops * tutorial.ours.images_per_second() / 1e9,
         cnn_training: 3.0 * cnn_flops * cnn.ours.images_per_second() / 1e9,
         mlp_inference: mlp_flops * mlp_inference.ours.images_per_second() / 1e9,
@@ -354,7 +347,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             peak_rss_mb,
             pytorch,
             pytorch_note: contest.note().map(str::to_string),
-            pair_ratios: PairRatios {
+            pair_ratios: PerWorkload {
                 tutorial_training: tutorial.ratios.clone(),
                 cnn_training: cnn.ratios.clone(),
                 mlp_inference: mlp_inference.ratios.clone(),
