@@ -214,7 +214,7 @@ impl Ensemble {
                 .try_into_vec::<f32>()
                 .expect("log-probabilities are float32");
         };
-        let mut logits = networks.iter().map(|network| network.logits(pixels));
+        let mut logits = crate::cpu::Network::logits_of_each(networks, pixels).into_iter();
         let first = logits.next().expect("an ensemble has at least one model");
         if networks.len() == 1 {
             return first
