@@ -100,6 +100,12 @@ fn score_folder(args: &EvalArgs, dir: &Path, device: &burn::tensor::Device) -> a
     for config in &predictor.configs {
         println!("Model: {}", config.model.describe());
     }
+    if predictor.configs.len() > 1 {
+        println!(
+            "Ensemble of {} models, averaging probabilities",
+            predictor.configs.len()
+        );
+    }
     let scorecard = labelled::score(&predictor, dir, images);
     let total = scorecard.total();
     let groups = scorecard.by_group();
