@@ -23,9 +23,9 @@ macro_rules! built_in_member {
 
 /// The models `digits predict` uses without `--model`, answering together: three `cnn`s
 /// trained by digits on the built-in digits for people's handwriting by one command with seeds
-/// 0, 1 and 2. Each alone read 422-423 of people-dev's 430 digits and 98.77-98.87% of the
-/// MNIST test set; together, 424 and 99.02%, for three times the arithmetic.
-/// `models/default/README.md` has the command that reproduces each, weight for weight.
+/// 0, 1 and 2: together they read more of people's digits and of MNIST's than any of them
+/// alone, for three times the arithmetic. `models/default/README.md` has the figures, and the
+/// command that reproduces each model weight for weight.
 const BUILT_IN: [(&str, &[u8]); 3] = [
     built_in_member!("seed-0"),
     built_in_member!("seed-1"),
@@ -33,14 +33,14 @@ const BUILT_IN: [(&str, &[u8]); 3] = [
 ];
 
 /// Below this probability for its best digit, an answer is [`Verdict::Unsure`]. Calibrated
-/// on people's digits with the built-in model (README, "Reading people's handwriting"): at
-/// this level, reading [`VIEW_SCALES`], it withholds one right answer in ten and catches
+/// on people's digits with the built-in models (README, "Reading people's handwriting"): at
+/// this level, reading [`VIEW_SCALES`], they withhold one right answer in ten and catch
 /// every wrong one of people-dev's.
 pub const UNSURE_BELOW: f32 = 0.7;
 
 /// Below this probability for its best digit, no digit is even likely: an answer is
 /// [`Verdict::NotADigit`]. A model trained with marks that are no digit (`--not-digits`, as
-/// the built-in model is) spreads its probabilities evenly over the ten digits for a cross, a
+/// the built-in models are) spreads its probabilities evenly over the ten digits for a cross, a
 /// star or a scribble, where a digit it hesitates over splits between two or three.
 pub const NOT_A_DIGIT_BELOW: f32 = 0.3;
 
@@ -48,7 +48,7 @@ pub const NOT_A_DIGIT_BELOW: f32 = 0.3;
 /// probabilities averaged over them: `prepare` frames the ink's longer side at 20 px, but
 /// what that ink is (a long tail, a flourish, a stray mark kept) varies with people's pens and
 /// photos more than MNIST's did, so the digit's body ends up smaller or larger than the model
-/// learnt. With the built-in model this read 423 of people-dev's 430 digits instead of 420
+/// learnt. With seed 0 of the built-in models this read 423 of people-dev's 430 digits instead of 420
 /// (the recipe's second seed: 422 instead of 418), and 98.89% of the MNIST test set instead
 /// of 98.77%; shifts by a pixel, with the scales, read fewer of people-dev's (422) and a hair
 /// more of MNIST's (98.93%) at seven views instead of three.

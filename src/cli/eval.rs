@@ -9,14 +9,14 @@ use digits::eval;
 use digits::labelled::{self, Scorecard, Tally};
 use digits::model::Ensemble;
 use digits::predict::Verdict;
-use digits::run::RunDir;
+use digits::run::{RunConfig, RunDir};
 
 use super::{Announce, DataArgs, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The run folder to evaluate; repeat it to evaluate an ensemble that averages the
-    /// models' probabilities. With --images, the default is the model built into digits.
+    /// models' probabilities. With --images, the default is the models built into digits.
     #[arg(long = "model", value_name = "RUN", required_unless_present = "images")]
     models: Vec<PathBuf>,
     /// Score a folder of your own labelled images instead of a test set: a labels.csv
@@ -51,15 +51,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         .load(Split::Test)?;
     let evaluation =
         eval::evaluate_ensemble(&Ensemble::new(models), &test, args.batch_size as usize);
-    for config in &configs {
-        println!("Model: {} {}", config.model.describe(), config.origin());
-    }
-    if configs.len() > 1 {
-        println!(
-            "Ensemble of {} models, averaging probabilities",
-            configs.len()
-        );
-    }
+    print_models(&configs);
     println!("Test set: {} ({} images)", test.name, test.len());
     println!(
         "Accuracy: {:.2}%, Avg loss: {:>8.6}",
@@ -93,19 +85,30 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Which models answer, one line each, and that several average their probabilities. Runs of
+/// one recipe (the built-in models) differ only by their seed, which is then named.
+fn print_models(configs: &[RunConfig]) {
+    for config in configs {
+        let seed = match &config.train {
+            Some(train) if configs.len() > 1 => format!(" (seed {})", train.seed),
+            _ => String::new(),
+        };
+        let (model, origin) = (config.model.describe(), config.origin());
+        println!("Model: {model} {origin}{seed}");
+    }
+    if configs.len() > 1 {
+        println!(
+            "Ensemble of {} models, averaging probabilities",
+            configs.len()
+        );
+    }
+}
+
 /// `--images DIR`: how the model reads people's own digits, folder by folder.
 fn score_folder(args: &EvalArgs, dir: &Path, device: &burn::tensor::Device) -> anyhow::Result<()> {
     let images = labelled::read_folder(dir)?;
     let predictor = super::load_predictor(&args.models, device)?;
-    for config in &predictor.configs {
-        println!("Model: {}", config.model.describe());
-    }
-    if predictor.configs.len() > 1 {
-        println!(
-            "Ensemble of {} models, averaging probabilities",
-            predictor.configs.len()
-        );
-    }
+    print_models(&predictor.configs);
     let scorecard = labelled::score(&predictor, dir, images);
     let total = scorecard.total();
     let groups = scorecard.by_group();

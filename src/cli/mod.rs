@@ -80,7 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The model `--model RUN...` names (several answer together), or the built-in one.
+/// The model `--model RUN...` names (several answer together), or the built-in ones.
 fn load_predictor(
     models: &[PathBuf],
     device: &burn::tensor::Device,

@@ -22,7 +22,7 @@ pub struct PredictArgs {
     /// Image files, folders (every image in them, sorted), or - for standard input.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// A run folder [default: the model built into digits]; repeat it to average several
+    /// A run folder [default: the models built into digits]; repeat it to average several
     /// models' probabilities (an ensemble).
     #[arg(long = "model", value_name = "RUN")]
     models: Vec<PathBuf>,

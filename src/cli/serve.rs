@@ -13,7 +13,7 @@ use super::{Announce, DeviceArgs};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// A run folder [default: the model built into digits]; repeat it to average several
+    /// A run folder [default: the models built into digits]; repeat it to average several
     /// models' probabilities (an ensemble).
     #[arg(long = "model", value_name = "RUN")]
     models: Vec<PathBuf>,

@@ -438,9 +438,8 @@ impl Network {
     /// running statistics, no dropout. The batch is split over the cores once, each piece
     /// running every layer of one network on its own thread with two buffers, so a large batch
     /// costs little memory and no hand-offs between layers. Every network's pieces go to the
-    /// cores in one pass: one digit read at three sizes by three networks is six pieces of
-    /// work, spread over the cores at once (a piece of two views and one of one for each network),
-    /// instead of three passes of two uneven pieces each.
+    /// cores in one pass: one digit read at three sizes by three networks, on two cores, is six
+    /// pieces of work spread over both at once, instead of three passes of two uneven pieces.
     pub fn logits_of_each(networks: &[Network], pixels: &[f32]) -> Vec<Vec<f32>> {
         let images = pixels.len() / IMAGE_PIXELS;
         let per = kernels::images_per_thread(images);
@@ -921,7 +920,7 @@ mod tests {
     #[test]
     fn an_ensemble_gives_burns_probabilities() {
         let device = Device::flex();
-        // Three views of one digit, as `predict` reads it: fewer images than pieces of work.
+        // Three views of one digit, as `predict` reads it: on two cores, two pieces per model.
         let batch = Dataset::lite(Split::Test)
             .truncated(3)
             .batches(3, None)
