@@ -48,10 +48,10 @@ pub const NOT_A_DIGIT_BELOW: f32 = 0.3;
 /// probabilities averaged over them: `prepare` frames the ink's longer side at 20 px, but
 /// what that ink is (a long tail, a flourish, a stray mark kept) varies with people's pens and
 /// photos more than MNIST's did, so the digit's body ends up smaller or larger than the model
-/// learnt. With seed 0 of the built-in models this read 423 of people-dev's 430 digits instead of 420
-/// (the recipe's second seed: 422 instead of 418), and 98.89% of the MNIST test set instead
-/// of 98.77%; shifts by a pixel, with the scales, read fewer of people-dev's (422) and a hair
-/// more of MNIST's (98.93%) at seven views instead of three.
+/// learnt. With seed 0 of the built-in models this read 423 of people-dev's 430 digits
+/// instead of 420 (the recipe's second seed: 422 instead of 418), and 98.89% of the MNIST test
+/// set instead of 98.77%; shifts by a pixel, with the scales, read fewer of people-dev's (422)
+/// and a hair more of MNIST's (98.93%) at seven views instead of three.
 pub const VIEW_SCALES: [f32; 3] = [1.0, 0.9, 1.1];
 
 /// Digits read in one batch: a folder of thousands (`eval --images`) would otherwise hold every
