@@ -21,25 +21,43 @@ const PARALLEL_PIECE: usize = 1 << 15;
 
 /// `c[m×n] = a[m×k] · b[k×n]`, each matrix given with its row and column strides.
 pub(crate) fn gemm(
-    [m, k, n]: [usize; 3],
-    (a, a_rows, a_cols): (&[f32], usize, usize),
-    (b, b_rows, b_cols): (&[f32], usize, usize),
+    dims @ [m, _, n]: [usize; 3],
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
     c: &mut [f32],
 ) {
     assert!(c.len() >= m * n);
+    // SAFETY: `c` holds the `m` rows of `n` values, and, borrowed mutably, cannot alias `a`
+    // or `b`.
+    unsafe { gemm_into(dims, a, b, c.as_mut_ptr(), n) }
+}
+
+/// [`gemm`] into `n` columns of a wider matrix: row `i` of the product goes to the `n`
+/// values from `c + i * c_row_stride`.
+///
+/// # Safety
+/// Those values must be writable and untouched by any other thread during the call, and
+/// must not overlap `a` or `b`.
+pub(crate) unsafe fn gemm_into(
+    [m, k, n]: [usize; 3],
+    (a, a_rows, a_cols): (&[f32], usize, usize),
+    (b, b_rows, b_cols): (&[f32], usize, usize),
+    c: *mut f32,
+    c_row_stride: usize,
+) {
     assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rows + (k - 1) * a_cols);
     assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rows + (n - 1) * b_cols);
-    // SAFETY: the asserts above keep every element the strides reach inside its slice, and
-    // `c` (borrowed mutably) cannot alias `a` or `b`. One thread per product: the callers
-    // split the work over the cores themselves.
+    // SAFETY: the asserts above keep every element the strides reach inside `a` and `b`, and
+    // the caller vouches for `c`. One thread per product: the callers split the work over
+    // the cores themselves.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
-            n as isize,
+            c_row_stride as isize,
             false,
             a.as_ptr(),
             a_cols as isize,
@@ -1022,9 +1040,10 @@ pub(crate) fn flatten(input: &[f32], [h, w, c]: [usize; 3], out: &mut [f32], inv
 }
 
 /// Products of a fully connected layer smaller than this many multiply-adds run in one piece:
-/// handing half of one to the other core costs more than it saves (the tutorial's batch-32
-/// products, about 3 M, took 1.8 s per epoch split against 1.0 s whole).
-const SPLIT_PRODUCTS_ABOVE: usize = 1 << 23;
+/// handing half of one to rayon costs more than it saves (the tutorial's batch-32 products,
+/// about 3 M, took 1.8 s per epoch split against 1.0 s whole). A network of such layers alone
+/// trains on two cores another way (`super::chain`).
+pub(crate) const SPLIT_PRODUCTS_ABOVE: usize = 1 << 23;
 
 /// Rows per piece of a split product. Fixed, not the batch divided by the number of threads:
 /// the GEMM picks its algorithm, and with it the order of its sums, by the product's shape,

@@ -9,7 +9,9 @@
 //! inference (`crate::eval`, `crate::predict`) both drive it; Burn's path computes the same
 //! plan, and the same PyTorch reference values hold both.
 
+mod chain;
 mod kernels;
+pub(crate) mod pair;
 pub(crate) mod simd;
 
 use kernels::{ConvGeometry, NormSaved, PoolGeometry};
@@ -263,6 +265,13 @@ pub struct Network {
     outputs: Vec<Vec<f32>>,
     /// The gradient buffers the backward pass alternates between.
     deltas: [Vec<f32>; 2],
+    /// The layers as a chain of fully connected ones, when that is all the network is: small
+    /// batches of it train on two cores in lockstep ([`chain`]).
+    chain: Option<Vec<chain::Link>>,
+    /// Whether the chain's steps run on one core or two, and the choice for the latest
+    /// training pass when it was the chain's.
+    pacer: pair::Pacer,
+    chain_pass: Option<pair::Cores>,
 }
 
 impl Network {
@@ -401,6 +410,9 @@ impl Network {
         weights::ensure_consumed(&weights)?;
         Ok(Self {
             outputs: vec![Vec::new(); steps.len() + 1],
+            chain: chain::links(&steps),
+            pacer: pair::Pacer::default(),
+            chain_pass: None,
             steps,
             params,
             normalization: plan.normalization(),
@@ -422,6 +434,15 @@ impl Network {
             }
         }
         &mut self.params
+    }
+
+    /// Where each parameter is cut between the two sides of [`pair::run`] for its optimizer
+    /// update (the first value of the second side's part), and the cores the latest training
+    /// pass chose, when that pass was a [`chain`]'s: each side then updates the rows its
+    /// passes compute, in its own cache.
+    pub(crate) fn parameter_cuts(&self) -> Option<(Vec<usize>, pair::Cores)> {
+        let (links, cores) = (self.chain.as_ref()?, self.chain_pass?);
+        Some((chain::parameter_cuts(links, &self.params), cores))
     }
 
     fn normalize(&self, pixels: &[f32], input: &mut Vec<f32>) {
@@ -503,6 +524,14 @@ impl Network {
         let mut input = std::mem::take(&mut self.outputs[0]);
         self.normalize(pixels, &mut input);
         self.outputs[0] = input;
+        let chained = self.chain.as_deref();
+        self.chain_pass = None;
+        if let Some(links) = chained.filter(|links| chain::takes(links, images)) {
+            let cores = self.pacer.next_step();
+            self.chain_pass = Some(cores);
+            chain::forward(cores, links, &self.params, &mut self.outputs);
+            return &self.outputs[self.steps.len()];
+        }
         for (i, step) in self.steps.iter_mut().enumerate() {
             let (before, after) = self.outputs.split_at_mut(i + 1);
             // Each step draws from its own stream of the pass's seed.
@@ -515,6 +544,11 @@ impl Network {
     /// Every parameter's gradient from the logits' gradient `d_logits`, after
     /// [`Network::forward_train`] on the same batch.
     pub(crate) fn backward(&mut self, d_logits: &[f32]) {
+        if let (Some(links), Some(cores)) = (&self.chain, self.chain_pass) {
+            let (params, outputs) = (&mut self.params, &self.outputs);
+            chain::backward(cores, links, params, outputs, d_logits, &mut self.deltas);
+            return;
+        }
         // The two gradient buffers only ever grow, and each step is handed the length it
         // needs: every step's backward pass writes each value of its input's gradient, so what
         // a buffer held before needs no clearing (zero-filling them to each layer's size took
@@ -589,6 +623,19 @@ fn relu(v: f32) -> f32 {
 
 fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + (-v).exp())
+}
+
+// Each activation's derivative times the gradient `d` of its output, from that output `y`.
+fn relu_derivative(d: f32, y: f32) -> f32 {
+    if y > 0.0 { d } else { 0.0 }
+}
+
+fn sigmoid_derivative(d: f32, y: f32) -> f32 {
+    d * y * (1.0 - y)
+}
+
+fn tanh_derivative(d: f32, y: f32) -> f32 {
+    d * (1.0 - y * y)
 }
 
 impl Step {
@@ -753,14 +800,11 @@ impl Step {
             }),
             Step::Activation(activation) => {
                 let Some(d_input) = d_input else { return };
-                // Each derivative from the activation's output, inlined into its own loop.
                 let (d, y) = (d_out, output);
                 match activation {
-                    Unary::Relu => {
-                        kernels::zip_map(d, y, d_input, |d, y| if y > 0.0 { d } else { 0.0 })
-                    }
-                    Unary::Sigmoid => kernels::zip_map(d, y, d_input, |d, y| d * y * (1.0 - y)),
-                    Unary::Tanh => kernels::zip_map(d, y, d_input, |d, y| d * (1.0 - y * y)),
+                    Unary::Relu => kernels::zip_map(d, y, d_input, relu_derivative),
+                    Unary::Sigmoid => kernels::zip_map(d, y, d_input, sigmoid_derivative),
+                    Unary::Tanh => kernels::zip_map(d, y, d_input, tanh_derivative),
                 }
             }
             Step::Pool {
@@ -991,6 +1035,72 @@ mod tests {
         assert_eq!(again, out, "the same seed draws the same mask");
         kernels::dropout(&input, 0.25, 10, &mut mask, &mut again);
         assert_ne!(again, out);
+    }
+
+    #[test]
+    fn a_chain_of_layers_gives_the_same_bits_on_one_core_or_two() {
+        // Tanh between the layers of the tutorial's sizes, and a layer with no activation
+        // after it below the logits.
+        let model = ModelConfig::Layers(LayersConfig::parse("fc128,tanh,fc400,fc10").unwrap());
+        let plan = model.plan().unwrap();
+        let batch = Dataset::lite(Split::Train).truncated(32).batch(0..32);
+        let d_logits: Vec<f32> = (0..32 * NUM_CLASSES)
+            .map(|i| (i % 7) as f32 - 3.0)
+            .collect();
+        let pass = |cores: pair::Cores| {
+            let mut network = Network::new(&plan, model.initial_weights(5)).unwrap();
+            let links = network
+                .chain
+                .take()
+                .expect("a chain of fully connected layers");
+            assert!(chain::takes(&links, 32));
+            network.outputs[0] = batch.pixels.clone();
+            let forward = chain::forward(cores, &links, &network.params, &mut network.outputs);
+            let Network {
+                params,
+                outputs,
+                deltas,
+                ..
+            } = &mut network;
+            let backward = chain::backward(cores, &links, params, outputs, &d_logits, deltas);
+            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let outputs: Vec<Vec<u32>> = network.outputs.iter().map(|o| bits(o)).collect();
+            let gradients: Vec<Vec<u32>> = network.params.iter().map(|p| bits(&p.grad)).collect();
+            ((outputs, gradients), [forward, backward])
+        };
+        let (one, _) = pass(pair::Cores::One);
+        // Other tests may hold the helper for a while: keep on until it has taken passes too.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut on_two_cores = 0;
+        for pass_pair in 0.. {
+            let done = on_two_cores > 0 || std::time::Instant::now() > deadline;
+            if pass_pair >= 10 && done {
+                break;
+            }
+            let (two, cores) = pass(pair::Cores::Two);
+            assert!(two == one, "two cores changed the bits");
+            on_two_cores += cores.iter().filter(|&&c| c == pair::Cores::Two).count();
+        }
+        if rayon::current_num_threads() > 1 {
+            assert!(on_two_cores > 0, "no pass ran on two cores");
+        }
+        // The engine's step-by-step passes, whose products are not cut, agree to rounding.
+        let mut network = Network::new(&plan, model.initial_weights(5)).unwrap();
+        network.chain = None;
+        let pass = TrainingPass {
+            seed: 0,
+            track_running: true,
+        };
+        network.forward_train(&batch.pixels, pass);
+        network.backward(&d_logits);
+        let floats = |bits: &[u32]| bits.iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>();
+        for (ours, steps) in one.0.iter().zip(&network.outputs) {
+            assert!(relative_error(&floats(ours), steps) < 1e-6);
+        }
+        for (ours, param) in one.1.iter().zip(&network.params) {
+            let error = relative_error(&floats(ours), &param.grad);
+            assert!(error < 1e-6, "{}: {error}", param.name);
+        }
     }
 
     #[test]

@@ -4,6 +4,9 @@
 //! `Trainer` takes this path whenever it computes what Burn's would (`super::engine`
 //! decides), and the same reference tests hold both to PyTorch's numbers.
 
+use std::sync::Mutex;
+
+use crate::cpu::pair::{self, Side};
 use crate::cpu::simd::with_avx2;
 use crate::cpu::{Network, TrainingPass};
 use crate::data::{Batch, NUM_CLASSES};
@@ -104,6 +107,7 @@ impl FusedTrainer {
         let loss = self.backward(batch, not_digits, seed, true);
         let lr = lr as f32;
         self.steps += 1;
+        let cuts = self.network.parameter_cuts();
         let params = self.network.params_mut();
         match self.optimizer {
             Optimizer::Adam { weight_decay } | Optimizer::AdamW { weight_decay } => {
@@ -115,10 +119,32 @@ impl FusedTrainer {
                     step_size: lr / (1.0 - BETA1.powi(self.steps as i32)),
                     correction2: (1.0 - BETA2.powi(self.steps as i32)).sqrt(),
                 };
-                for (param, [m, v]) in params.iter_mut().zip(&mut self.moments) {
+                // Each parameter cut where the engine's passes cut it, so that each core
+                // updates the rows it computes (every value's update is the same either way).
+                let mut sides: [Vec<_>; 2] = Default::default();
+                for (i, (param, [m, v])) in params.iter_mut().zip(&mut self.moments).enumerate() {
                     m.resize(param.value.len(), 0.0);
                     v.resize(param.value.len(), 0.0);
-                    adam_update(&update, &mut param.value, &param.grad, m, v);
+                    let cut = cuts.as_ref().map_or(param.value.len(), |(cuts, _)| cuts[i]);
+                    let (p, p2) = param.value.split_at_mut(cut);
+                    let (g, g2) = param.grad.split_at(cut);
+                    let (m, m2) = m.split_at_mut(cut);
+                    let (v, v2) = v.split_at_mut(cut);
+                    sides[0].push((p, g, m, v));
+                    sides[1].push((p2, g2, m2, v2));
+                }
+                // Each side's pieces behind a lock of their own, only to hand them mutably to
+                // the side's thread through a shared closure; no two threads take one lock.
+                let sides = sides.map(Mutex::new);
+                let update_side = |side: Side| {
+                    let mut pieces = sides[side.index()].lock().expect("no update panics");
+                    for (p, g, m, v) in pieces.iter_mut() {
+                        adam_update(&update, p, g, m, v);
+                    }
+                };
+                match cuts {
+                    Some((_, cores)) => _ = pair::run(cores, &[&update_side]),
+                    None => Side::BOTH.into_iter().for_each(update_side),
                 }
             }
             Optimizer::Sgd {
