@@ -4,7 +4,7 @@
 //! `Trainer` takes this path whenever it computes what Burn's would (`super::engine`
 //! decides), and the same reference tests hold both to PyTorch's numbers.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use crate::cpu::pair::{self, Side};
 use crate::cpu::simd::with_avx2;
@@ -137,7 +137,9 @@ impl FusedTrainer {
                 // the side's thread through a shared closure; no two threads take one lock.
                 let sides = sides.map(Mutex::new);
                 let update_side = |side: Side| {
-                    let mut pieces = sides[side.index()].lock().expect("no update panics");
+                    let mut pieces = sides[side.index()]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     for (p, g, m, v) in pieces.iter_mut() {
                         adam_update(&update, p, g, m, v);
                     }
