@@ -268,9 +268,9 @@ pub struct Network {
     /// The layers as a chain of fully connected ones, when that is all the network is: small
     /// batches of it train on two cores in lockstep ([`chain`]).
     chain: Option<Vec<chain::Link>>,
-    /// Whether the chain's steps run on one core or two, and the choice for the latest
-    /// training pass when it was the chain's.
+    /// Whether the chain's steps run on one core or two.
     pacer: pair::Pacer,
+    /// The cores the latest training pass chose, when that pass was the chain's.
     chain_pass: Option<pair::Cores>,
 }
 
