@@ -124,25 +124,33 @@ pub(crate) enum Cores {
     Two,
 }
 
-/// Steps on the cores chosen before a trial of the other choice.
-const STEPS_BETWEEN_TRIALS: u32 = 240;
 /// Steps in a trial, and in the sample of the current choice it is compared with.
 const TRIAL_STEPS: usize = 12;
+/// Steps on the cores chosen before the next trial of the other choice: from the first trial
+/// (after [`TRIAL_STEPS`]) to the second, and after a change of mind.
+const FIRST_INTERVAL: u32 = 60;
+/// The interval doubles each time a trial confirms the choice, up to this.
+const LONGEST_INTERVAL: u32 = 960;
 
 /// Chooses, from how long the steps of a training run take, whether they run on one core or
-/// two. Two are faster where the two threads get a core each (0.5-0.6 s against 0.9-1.0 s per
+/// two. Two are faster where the two threads get a core each (0.45-0.6 s against 0.7-1.0 s per
 /// tutorial epoch on the build machine), and slower where the host of a virtual machine puts
-/// its two processors on one physical core for a while (1.2 s): that happened in about one
-/// run of 0.6 s in three there, without warning. So every [`STEPS_BETWEEN_TRIALS`] steps the
-/// other choice runs for [`TRIAL_STEPS`], and whichever took less per step (the median, so
-/// that a pause of the caller between steps does not count) is kept. The choice never
-/// changes what is computed.
+/// its two processors on one physical core for a while: that happened for minutes at a time
+/// there, without warning (PyTorch's two threads then lost to its one as well). So after the
+/// first [`TRIAL_STEPS`] steps on two cores, the next ones run on one, and whichever took less
+/// per step (the median, so that a pause of the caller between steps does not count) is kept;
+/// the other choice is tried again for [`TRIAL_STEPS`] after an interval that doubles while
+/// the choice stands, so that a stable machine pays for a trial in about one step in 80 and a
+/// changed one is noticed within [`LONGEST_INTERVAL`] steps. The choice never changes what is
+/// computed.
 #[derive(Debug)]
 pub(crate) struct Pacer {
     chosen: Cores,
     /// When the latest step started, and on how many cores it ran.
     latest: Option<(Instant, Cores)>,
     steps_since_trial: u32,
+    /// Steps on the chosen cores before the next trial.
+    interval: u32,
     /// The latest steps' durations on the chosen cores, and during a trial, on the others.
     on_chosen: Vec<Duration>,
     on_trial: Vec<Duration>,
@@ -154,6 +162,7 @@ impl Default for Pacer {
             chosen: Cores::Two,
             latest: None,
             steps_since_trial: 0,
+            interval: TRIAL_STEPS as u32,
             on_chosen: Vec::new(),
             on_trial: Vec::new(),
         }
@@ -181,11 +190,14 @@ impl Pacer {
             if median(&self.on_trial) < median(&self.on_chosen) {
                 self.chosen = self.other();
                 std::mem::swap(&mut self.on_chosen, &mut self.on_trial);
+                self.interval = FIRST_INTERVAL;
+            } else {
+                self.interval = (self.interval * 2).clamp(FIRST_INTERVAL, LONGEST_INTERVAL);
             }
             self.on_trial.clear();
             self.steps_since_trial = 0;
         }
-        let cores = if self.steps_since_trial >= STEPS_BETWEEN_TRIALS {
+        let cores = if self.steps_since_trial >= self.interval {
             self.other()
         } else {
             self.steps_since_trial += 1;
@@ -388,28 +400,34 @@ mod tests {
             now += Duration::from_micros(if cores == Cores::Two { two_takes } else { 500 });
             cores
         };
-        // Two cores slower than one: after the first trial of one core, one it is.
-        let first: Vec<Cores> = (0..300).map(|_| step(&mut pacer, 900)).collect();
-        let trial = STEPS_BETWEEN_TRIALS as usize;
+        // Two cores slower than one: after a first sample of each, one it is, with trials of
+        // two ever further apart.
+        let first: Vec<Cores> = (0..3000).map(|_| step(&mut pacer, 900)).collect();
+        let trial = TRIAL_STEPS;
         assert!(first[..trial].iter().all(|&c| c == Cores::Two));
-        assert!(
-            first[trial..trial + TRIAL_STEPS]
-                .iter()
-                .all(|&c| c == Cores::One)
-        );
-        assert!(
-            first[trial + TRIAL_STEPS..]
-                .iter()
-                .all(|&c| c == Cores::One)
-        );
+        assert!(first[trial..2 * trial].iter().all(|&c| c == Cores::One));
+        let starts: Vec<usize> = (1..first.len())
+            .filter(|&i| first[i] == Cores::Two && first[i - 1] == Cores::One)
+            .collect();
+        let gaps: Vec<usize> = starts.windows(2).map(|w| w[1] - w[0] - trial).collect();
+        let expected = [120, 240, 480, 960, 960];
+        assert_eq!(&gaps[..expected.len()], expected, "{starts:?}");
+        assert_eq!(starts[0], 2 * trial + FIRST_INTERVAL as usize);
+        for &start in &starts {
+            assert!(first[start..start + trial].iter().all(|&c| c == Cores::Two));
+            assert_eq!(first[start + trial], Cores::One);
+        }
         // Two cores faster again: the next trial finds it, and the steps go back to two.
-        let later: Vec<Cores> = (0..600).map(|_| step(&mut pacer, 300)).collect();
-        assert_eq!(later.last(), Some(&Cores::Two));
-        let ones = later.iter().filter(|&&c| c == Cores::One).count();
+        let later: Vec<Cores> = (0..2000).map(|_| step(&mut pacer, 300)).collect();
+        let back = later.iter().position(|&c| c == Cores::Two).unwrap();
         assert!(
-            ones < 2 * STEPS_BETWEEN_TRIALS as usize,
-            "{ones} steps on one core"
+            back <= LONGEST_INTERVAL as usize,
+            "{back} steps before a trial"
         );
+        // The trial of two cores wins: the step after it stays on two.
+        assert!(later[back..back + trial].iter().all(|&c| c == Cores::Two));
+        assert_eq!(later[back + trial], Cores::Two);
+        assert_eq!(later.last(), Some(&Cores::Two));
     }
 
     #[test]
