@@ -3,11 +3,10 @@
 //! Feature maps are kept channels-last (`[N, H, W, C]`): a convolution's input patch is then
 //! `kernel` runs of `kernel * C` contiguous values, its output is the GEMM's output as it
 //! stands, and batch norm, activations and pooling sweep whole rows of channels. Work is split
-//! over images (or rows) with rayon, each piece writing its own slice. Training gives the same
-//! bits whatever the number of threads: sums are taken over fixed blocks in a fixed order, and
-//! GEMMs run on pieces of fixed size (the GEMM's order of summation depends on its shape).
-//! Inference splits its batch by the number of threads, so its last bits may differ between
-//! machines.
+//! over images (or rows) with rayon, each piece writing its own slice. Training and inference
+//! give the same bits whatever the number of threads, on any x86-64 processor with AVX2 or
+//! AVX-512: sums are taken over fixed blocks in a fixed order, the GEMM's included
+//! ([`gemm_into`]), whose AVX-512 kernels run where the processor has them.
 
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
@@ -32,8 +31,21 @@ pub(crate) fn gemm(
     unsafe { gemm_into(dims, a, b, c.as_mut_ptr(), n) }
 }
 
+/// The number of terms each of a product's sums takes at a time: each block's terms are
+/// added in order, then the blocks in order.
+const DEPTH_BLOCK: usize = 512;
+
 /// [`gemm`] into `n` columns of a wider matrix: row `i` of the product goes to the `n`
 /// values from `c + i * c_row_stride`.
+///
+/// Every value of the product is the same sum on any x86 processor, with AVX2 or AVX-512, on
+/// any number of threads: blocks of [`DEPTH_BLOCK`] terms from the first, each added in order
+/// with fused multiply-adds, then the blocks in order. Left to itself the GEMM crate would size
+/// the blocks from the cache sizes it reads off the machine, and it sums small products (at most
+/// 256 values, both operands contiguous along the sum) and matrix-vector products across vector
+/// lanes, an order that depends on the vector width. So the depth is cut into blocks here, and
+/// those shapes are handed over as the ones its main kernels take: a one-row or one-column
+/// operand padded to two with zeros, a small product's left operand copied column by column.
 ///
 /// # Safety
 /// Those values must be writable and untouched by any other thread during the call, and
@@ -47,31 +59,119 @@ pub(crate) unsafe fn gemm_into(
 ) {
     assert!(m == 0 || k == 0 || a.len() > (m - 1) * a_rows + (k - 1) * a_cols);
     assert!(k == 0 || n == 0 || b.len() > (k - 1) * b_rows + (n - 1) * b_cols);
-    // SAFETY: the asserts above keep every element the strides reach inside `a` and `b`, and
-    // the caller vouches for `c`. One thread per product: the callers split the work over
-    // the cores themselves.
+    if m == 0 || n == 0 {
+        return;
+    }
+    let lane_summed = a_cols == 1 && b_rows == 1 && m * n <= 256;
+    if m == 1 || n == 1 || lane_summed {
+        let (padded_m, padded_n) = (m.max(2), n.max(2));
+        let mut a_by_columns: Vec<f32>;
+        let a = if m == 1 || lane_summed {
+            a_by_columns = vec![0.0; k * padded_m];
+            for (depth, column) in a_by_columns.chunks_exact_mut(padded_m).enumerate() {
+                for (row, value) in column[..m].iter_mut().enumerate() {
+                    *value = a[row * a_rows + depth * a_cols];
+                }
+            }
+            (&a_by_columns[..], 1, padded_m)
+        } else {
+            (a, a_rows, a_cols)
+        };
+        let mut b_by_rows: Vec<f32>;
+        let b = if n == 1 {
+            b_by_rows = vec![0.0; k * padded_n];
+            for (depth, row) in b_by_rows.chunks_exact_mut(padded_n).enumerate() {
+                row[0] = b[depth * b_rows];
+            }
+            (&b_by_rows[..], padded_n, 1)
+        } else {
+            (b, b_rows, b_cols)
+        };
+        let mut padded = vec![0.0; padded_m * padded_n];
+        // SAFETY: `padded` is this call's own buffer of `padded_m` rows of `padded_n` values.
+        unsafe { gemm_blocks([padded_m, k, padded_n], a, b, padded.as_mut_ptr(), padded_n) };
+        for (row, values) in padded.chunks_exact(padded_n).take(m).enumerate() {
+            // SAFETY: row `row < m` of `c` holds `n` values, as the caller vouches.
+            unsafe {
+                std::ptr::copy_nonoverlapping(values.as_ptr(), c.add(row * c_row_stride), n);
+            }
+        }
+        return;
+    }
+    // SAFETY: the caller vouches for `c`; the asserts above for `a` and `b`.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        gemm_blocks(
+            [m, k, n],
+            (a, a_rows, a_cols),
+            (b, b_rows, b_cols),
             c,
-            1,
-            c_row_stride as isize,
-            false,
-            a.as_ptr(),
-            a_cols as isize,
-            a_rows as isize,
-            b.as_ptr(),
-            b_cols as isize,
-            b_rows as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+            c_row_stride,
+        )
+    }
+}
+
+/// The GEMM crate's product, one call per block of [`DEPTH_BLOCK`] terms, each added to the
+/// sum of the blocks before it. The callers have made sure the shape takes the crate's main
+/// kernels, which keep one sum per value and add the terms to it in order.
+///
+/// # Safety
+/// As [`gemm_into`]'s, and the strides must keep every element inside `a` and `b`.
+unsafe fn gemm_blocks(
+    [m, k, n]: [usize; 3],
+    (a, a_rows, a_cols): (&[f32], usize, usize),
+    (b, b_rows, b_cols): (&[f32], usize, usize),
+    c: *mut f32,
+    c_row_stride: usize,
+) {
+    let mut first = 0;
+    loop {
+        let depth = DEPTH_BLOCK.min(k - first);
+        let read_c = first > 0;
+        if depth <= 2 {
+            // The crate fuses a sum of one or two terms into `c` itself, not as a block of its
+            // own (a last block of 1 or 2 terms: k = 513, 1026, ...).
+            for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+                let sum = (first..first + depth).fold(0.0f32, |sum, p| {
+                    a[i * a_rows + p * a_cols].mul_add(b[p * b_rows + j * b_cols], sum)
+                });
+                // SAFETY: row `i < m`, column `j < n` of `c`, as the caller vouches.
+                unsafe {
+                    let value = c.add(i * c_row_stride + j);
+                    *value = if read_c { *value + sum } else { sum };
+                }
+            }
+        } else {
+            // SAFETY: the block starts inside `a` and `b` and reaches no further than the whole
+            // product would; the caller vouches for `c`. One thread per product: the callers split
+            // the work over the cores themselves.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    depth,
+                    c,
+                    1,
+                    c_row_stride as isize,
+                    read_c,
+                    a.as_ptr().add(first * a_cols),
+                    a_cols as isize,
+                    a_rows as isize,
+                    b.as_ptr().add(first * b_rows),
+                    b_cols as isize,
+                    b_rows as isize,
+                    if read_c { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+        }
+        first += depth;
+        if first >= k {
+            break;
+        }
     }
 }
 
@@ -1138,5 +1238,102 @@ pub(crate) fn linear_backward(
                     d_input,
                 );
             });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each value as [`gemm_into`] promises to sum it, in plain loops.
+    fn blockwise_sums(
+        [m, k, n]: [usize; 3],
+        (a, a_rows, a_cols): (&[f32], usize, usize),
+        (b, b_rows, b_cols): (&[f32], usize, usize),
+    ) -> Vec<f32> {
+        let mut c = vec![0.0f32; m * n];
+        for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+            let mut total = 0.0f32;
+            for (block, first) in (0..k).step_by(DEPTH_BLOCK).enumerate() {
+                let block_sum = (first..k.min(first + DEPTH_BLOCK)).fold(0.0f32, |sum, p| {
+                    a[i * a_rows + p * a_cols].mul_add(b[p * b_rows + j * b_cols], sum)
+                });
+                total = if block == 0 {
+                    block_sum
+                } else {
+                    total + block_sum
+                };
+            }
+            c[i * n + j] = total;
+        }
+        c
+    }
+
+    #[test]
+    fn products_sum_in_blocks_in_order_whatever_their_shape_or_layout() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut random = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| {
+                    let v = (rng.next_u32() >> 8) as f32 / (1 << 24) as f32 - 0.5;
+                    if i % 5 == 0 { 0.0 } else { v }
+                })
+                .collect()
+        };
+        let shapes = [
+            [1, 784, 128],
+            [16, 400, 10],
+            [32, 784, 64],
+            [70, 1300, 90],
+            [33, 513, 17],
+            [2, 3, 1],
+            [5, 1, 7],
+            [3, 2, 4],
+            [1, 1, 1],
+            [4, 0, 3],
+            [200, 1100, 3],
+            [3, 513, 5],
+            [70, 1026, 90],
+        ];
+        for [m, k, n] in shapes {
+            let (a, b) = (random(m * k), random(k * n));
+            for (a_rows, a_cols) in [(k, 1), (1, m)] {
+                for (b_rows, b_cols) in [(n, 1), (1, k)] {
+                    let (a, b) = ((&a[..], a_rows, a_cols), (&b[..], b_rows, b_cols));
+                    let mut c = vec![f32::NAN; m * n];
+                    gemm([m, k, n], a, b, &mut c);
+                    let layout = [a_rows, a_cols, b_rows, b_cols];
+                    let expected = blockwise_sums([m, k, n], a, b);
+                    let differing = c.iter().zip(&expected).position(|(c, e)| c != e);
+                    assert_eq!(
+                        differing, None,
+                        "{m}x{k}x{n} {layout:?}: {c:?} {expected:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_product_into_columns_leaves_the_other_columns_alone() {
+        let [m, k, n, width] = [3, 5, 2, 6];
+        let a: Vec<f32> = (0..m * k).map(|v| v as f32).collect();
+        let b: Vec<f32> = (0..k * n).map(|v| v as f32 - 4.0).collect();
+        let mut c = vec![-1.0; m * width];
+        // SAFETY: columns 1..3 of `c`'s three rows of six are this call's alone.
+        unsafe {
+            gemm_into(
+                [m, k, n],
+                (&a, k, 1),
+                (&b, n, 1),
+                c.as_mut_ptr().add(1),
+                width,
+            )
+        };
+        let expected = blockwise_sums([m, k, n], (&a, k, 1), (&b, n, 1));
+        for (row, values) in c.chunks_exact(width).enumerate() {
+            assert_eq!(values[1..3], expected[row * n..(row + 1) * n]);
+            assert!(values[..1].iter().chain(&values[3..]).all(|&v| v == -1.0));
+        }
     }
 }
