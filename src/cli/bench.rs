@@ -49,7 +49,8 @@ struct Report {
     sgemm_peak_gflops_one_core: f64,
     /// Each workload's arithmetic rate in GFLOP/s, from the plan's count of a forward pass
     /// (training: three times that); the machine has `sgemm_peak_gflops_one_core` per core,
-    /// times its cores.
+    /// times its cores. The count is the dense one, blank pixels included, which inference
+    /// skips in fully connected layers: an effective rate there, PyTorch's arithmetic.
     gflops: PerWorkload<f64>,
     images_per_run: usize,
     /// Set when `--images` is not a whole MNIST epoch: every `*_epoch_s` figure is then this

@@ -123,24 +123,36 @@ struct Dense {
     outputs: usize,
     weight: usize,
     bias: usize,
+    /// The weight input by input, for inference on inputs that are mostly zeros, made on
+    /// first use and dropped whenever the weights may change ([`Network::params_mut`]).
+    input_major_for_eval: OnceLock<kernels::InputMajor>,
 }
 
 impl Dense {
-    /// The eval-mode forward pass, with `activation` applied in the same pass.
+    /// The forward pass, with `activation` applied in the same pass; in eval mode (`eval`)
+    /// over the nonzero inputs alone where they are few.
     fn forward(
         &self,
         params: &[Parameter],
         input: &[f32],
         out: &mut Vec<f32>,
         images: usize,
+        eval: bool,
         activation: impl Fn(f32) -> f32 + Sync,
     ) {
+        let weight = &params[self.weight].value;
+        let dims = [self.inputs, self.outputs];
+        let input_major = eval.then(|| {
+            self.input_major_for_eval
+                .get_or_init(|| kernels::InputMajor::of(weight, dims))
+        });
         out.resize(images * self.outputs, 0.0);
         kernels::linear_forward(
             input,
-            &params[self.weight].value,
+            weight,
+            input_major,
             &params[self.bias].value,
-            [self.inputs, self.outputs],
+            dims,
             out,
             activation,
         );
@@ -402,6 +414,7 @@ impl Network {
                         outputs: *outputs,
                         weight,
                         bias,
+                        input_major_for_eval: OnceLock::new(),
                     }));
                     shape = [1, 1, *outputs];
                 }
@@ -426,11 +439,12 @@ impl Network {
 
     pub(crate) fn params_mut(&mut self) -> &mut [Parameter] {
         for step in &mut self.steps {
-            if let Step::Conv {
-                packed_for_eval, ..
-            } = step
-            {
-                packed_for_eval.take();
+            match step {
+                Step::Conv {
+                    packed_for_eval, ..
+                } => drop(packed_for_eval.take()),
+                Step::Linear(dense) => drop(dense.input_major_for_eval.take()),
+                _ => {}
             }
         }
         &mut self.params
@@ -502,9 +516,9 @@ impl Network {
                 (Step::Linear(dense), [Step::Activation(activation), rest @ ..]) => {
                     let (params, out) = (&self.params, &mut next);
                     match activation {
-                        Unary::Relu => dense.forward(params, input, out, images, relu),
-                        Unary::Sigmoid => dense.forward(params, input, out, images, sigmoid),
-                        Unary::Tanh => dense.forward(params, input, out, images, f32::tanh),
+                        Unary::Relu => dense.forward(params, input, out, images, true, relu),
+                        Unary::Sigmoid => dense.forward(params, input, out, images, true, sigmoid),
+                        Unary::Tanh => dense.forward(params, input, out, images, true, f32::tanh),
                     }
                     rest
                 }
@@ -702,7 +716,7 @@ impl Step {
                 out.clear();
                 out.extend_from_slice(input);
             }
-            Step::Linear(dense) => dense.forward(params, input, out, images, |v| v),
+            Step::Linear(dense) => dense.forward(params, input, out, images, true, |v| v),
         }
     }
 
@@ -757,6 +771,8 @@ impl Step {
                 out.resize(input.len(), 0.0);
                 kernels::dropout(input, *probability, seed, mask, out);
             }
+            // Not over the nonzero inputs: the weights change after every step.
+            Step::Linear(dense) => dense.forward(params, input, out, images, false, |v| v),
             _ => self.forward_eval(params, input, out, images),
         }
     }
@@ -995,7 +1011,7 @@ mod tests {
     }
 
     #[test]
-    fn inference_packs_convolution_weights_again_after_they_change() {
+    fn inference_lays_out_weights_again_after_they_change() {
         let config = ModelKind::Cnn.config();
         let plan = config.plan().unwrap();
         let pixels = Dataset::lite(Split::Test)
