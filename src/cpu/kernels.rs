@@ -1206,8 +1206,8 @@ pub(crate) fn linear_forward(
 /// Pieces of at most this many rows are summed over their nonzero terms whatever their input.
 const FEW_ROWS: usize = 32;
 
-/// Whether fewer than [`SPARSE_BELOW`] of the `rows` rows of `values` are nonzero, judged
-/// from a few rows spread over them: counting them all took a tenth of the MLP's inference.
+/// Whether fewer than [`SPARSE_BELOW`] of the values of `rows` rows are nonzero, judged from
+/// eight rows spread over them: counting them all took a tenth of the MLP's inference.
 fn mostly_zeros(values: &[f32], rows: usize) -> bool {
     const SAMPLED_ROWS: usize = 8;
     let len = values.len() / rows;
@@ -1225,8 +1225,8 @@ fn mostly_zeros(values: &[f32], rows: usize) -> bool {
 /// The share of nonzero inputs below which summing only the nonzero terms beats the GEMM,
 /// which runs nearer the vector units' limit. Measured on a Xeon with AVX-512, MLP inference
 /// in batches of 1,000: MNIST's pixels (about a fifth nonzero) summed this way made the whole
-/// pass 1.1-1.2x faster; its hidden layers' outputs (two fifths and half nonzero) were better
-/// left to the GEMM.
+/// pass 1.1-1.2x faster; the first hidden layer's output (two fifths nonzero) ran as fast
+/// either way, the second's (half nonzero) slower.
 const SPARSE_BELOW: f64 = 0.3;
 
 /// A fully connected layer's weight input by input (`[in, out]`), each row padded with zeros
@@ -1234,12 +1234,13 @@ const SPARSE_BELOW: f64 = 0.3;
 /// a term of the product is one contiguous load.
 ///
 /// Each row starts on a cache line: a 64-byte load that straddles two lines takes two of
-/// the core's load slots, which halved the speed of [`sum_nonzero_terms`].
+/// the core's load slots (aligned rows made [`sum_nonzero_terms`] 1.2x faster).
 pub(crate) struct InputMajor {
     buffer: Vec<f32>,
     /// Where the first row starts in `buffer`.
     start: usize,
     inputs: usize,
+    outputs: usize,
     width: usize,
 }
 
@@ -1257,6 +1258,7 @@ impl InputMajor {
             buffer,
             start,
             inputs,
+            outputs,
             width,
         };
         let values = by_input.values_mut();
@@ -1282,14 +1284,24 @@ impl InputMajor {
 const NARROW_PANEL: usize = 16;
 
 /// `out = input · weightᵀ`, each value summed in order, in the blocks of [`gemm_into`], but
-/// skipping the terms whose input is zero: a zero term leaves a sum of fused multiply-adds
-/// exactly as it was, so every value is the GEMM's to the bit (but for the sign of a zero sum
-/// in the rare case that a product rounds to -0, which adding the bias erases). Rows go in
-/// tiles of [`ROWS_PER_TILE`], [`TERMS_PER_PASS`] inputs at a time over the whole tile, so
-/// the weight rows a pass needs stay in the first-level cache; each pass's nonzero inputs
-/// come from bit masks made once per tile. Returns false, computing nothing, where the
-/// processor has no fused multiply-add (the GEMM's arithmetic there is its own).
+/// skipping the terms whose input is zero: with finite weights a zero term leaves a sum of
+/// fused multiply-adds exactly as it was, so every value is the GEMM's to the bit (but for
+/// the sign of a zero sum in the rare case that a product rounds to -0, which adding a
+/// nonzero bias erases; an infinite weight times a zero input, NaN in the GEMM, is skipped
+/// here). Rows go in tiles of [`ROWS_PER_TILE`], [`TERMS_PER_PASS`] inputs at a time over the
+/// whole tile, so the weight rows a pass needs stay in the first-level cache; each pass's
+/// nonzero inputs come from bit masks made once per tile. Returns false, computing nothing,
+/// unless [`nonzero_terms_summed_here`].
 pub(crate) fn sum_nonzero_terms(input: &[f32], weight: &InputMajor, out: &mut [f32]) -> bool {
+    assert_eq!(input.len() % weight.inputs, 0);
+    assert_eq!(
+        out.len() * weight.inputs,
+        input.len() * weight.outputs,
+        "the output holds one row per input row"
+    );
+    if input.is_empty() {
+        return true;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::is_x86_feature_detected as has;
@@ -1305,6 +1317,18 @@ pub(crate) fn sum_nonzero_terms(input: &[f32], weight: &InputMajor, out: &mut [f
         }
     }
     let _ = (input, weight, out);
+    false
+}
+
+/// Whether [`sum_nonzero_terms`] runs on this processor: x86-64 with AVX2 and FMA, whose
+/// fused multiply-adds are the GEMM's arithmetic. Elsewhere the GEMM sums every term.
+pub(crate) fn nonzero_terms_summed_here() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        has!("avx2") && has!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     false
 }
 
@@ -1331,13 +1355,15 @@ const TERMS_PER_PASS: usize = 64;
 /// Rows summed together, each over the same [`TERMS_PER_PASS`] inputs in turn.
 const ROWS_PER_TILE: usize = 32;
 
+// A pass's inputs are the bits of one `u64`, and passes must not straddle depth blocks.
+const _: () = assert!(TERMS_PER_PASS <= 64 && DEPTH_BLOCK.is_multiple_of(TERMS_PER_PASS));
+
 /// [`sum_nonzero_terms`]' loops, `PANEL` outputs at a time while a whole panel fits, then
 /// [`NARROW_PANEL`] at a time.
 #[inline(always)]
 fn nonzero_terms<const PANEL: usize>(input: &[f32], weight: &InputMajor, out: &mut [f32]) {
     let inputs = weight.inputs;
-    let rows = input.len() / inputs;
-    let outputs = out.len() / rows;
+    let outputs = weight.outputs;
     let passes = inputs.div_ceil(TERMS_PER_PASS);
     let mut nonzero = Vec::with_capacity(ROWS_PER_TILE * passes);
     let tiles = input
@@ -1583,12 +1609,15 @@ mod tests {
             [3, 513, 17],
         ];
         for [rows, inputs, outputs] in shapes {
-            // Runs of zeros as long as whole depth blocks, and negative zeros among them.
+            // The second depth block all zeros, runs of negative zeros, and mostly zeros
+            // elsewhere.
             let input: Vec<f32> = (0..rows * inputs)
-                .map(|i| match (i % inputs) / 300 % 3 {
-                    0 if uniform() < 0.7 => 0.0,
-                    1 => -0.0,
-                    _ => uniform() - 0.5,
+                .map(|i| (i % inputs, uniform()))
+                .map(|(k, u)| match (k / DEPTH_BLOCK, k / 100 % 3) {
+                    (1, _) => 0.0,
+                    (_, 0) if u < 0.7 => 0.0,
+                    (_, 1) => -0.0,
+                    _ => u - 0.5,
                 })
                 .collect();
             let weight: Vec<f32> = (0..inputs * outputs).map(|_| uniform() - 0.5).collect();
@@ -1615,9 +1644,41 @@ mod tests {
             if has!("avx2") && has!("fma") {
                 check("AVX2", nonzero_terms_avx2);
             }
+            let mut out = vec![f32::NAN; rows * outputs];
+            let summed = sum_nonzero_terms(&input, &by_input, &mut out);
+            assert_eq!(summed, nonzero_terms_summed_here());
+            if summed {
+                assert_eq!(bits(&out), bits(&expected), "{rows}x{inputs}x{outputs}");
+            }
             if has!("avx512f") && has!("avx2") && has!("fma") {
                 check("AVX-512", nonzero_terms_avx512);
             }
+        }
+    }
+
+    #[test]
+    fn a_layer_gives_the_same_bits_whichever_way_its_pieces_are_summed() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let [inputs, outputs] = [300, 40];
+        let weight: Vec<f32> = (0..inputs * outputs)
+            .map(|_| uniform(&mut rng) - 0.5)
+            .collect();
+        let bias: Vec<f32> = (0..outputs).map(|_| uniform(&mut rng) - 0.5).collect();
+        let by_input = InputMajor::of(&weight, [inputs, outputs]);
+        // Many mostly-zero rows, many dense rows, and a few dense rows: the first and last go
+        // over the nonzero terms where the processor allows, the second to the GEMM.
+        for (rows, zeros) in [(100, 0.85), (100, 0.0), (3, 0.0)] {
+            let input: Vec<f32> = (0..rows * inputs)
+                .map(|_| uniform(&mut rng))
+                .map(|u| if u < zeros { 0.0 } else { u })
+                .collect();
+            let layer = |by_input: Option<&InputMajor>| {
+                let mut out = vec![f32::NAN; rows * outputs];
+                let dims = [inputs, outputs];
+                linear_forward(&input, &weight, by_input, &bias, dims, &mut out, f32::tanh);
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(layer(Some(&by_input)), layer(None), "{rows} rows");
         }
     }
 

@@ -142,7 +142,7 @@ impl Dense {
     ) {
         let weight = &params[self.weight].value;
         let dims = [self.inputs, self.outputs];
-        let input_major = eval.then(|| {
+        let input_major = (eval && kernels::nonzero_terms_summed_here()).then(|| {
             self.input_major_for_eval
                 .get_or_init(|| kernels::InputMajor::of(weight, dims))
         });
