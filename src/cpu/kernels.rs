@@ -1302,22 +1302,19 @@ pub(crate) fn sum_nonzero_terms(input: &[f32], weight: &InputMajor, out: &mut [f
     if input.is_empty() {
         return true;
     }
+    if !nonzero_terms_summed_here() {
+        return false;
+    }
     #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx2") && has!("fma") {
-            // SAFETY: the processor has AVX-512, AVX2 and FMA, as just checked.
-            unsafe { nonzero_terms_avx512(input, weight, out) };
-            return true;
-        }
-        if has!("avx2") && has!("fma") {
-            // SAFETY: the processor has AVX2 and FMA, as just checked.
-            unsafe { nonzero_terms_avx2(input, weight, out) };
-            return true;
+    // SAFETY: the processor has AVX2 and FMA (just checked), and AVX-512F where that build runs.
+    unsafe {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            nonzero_terms_avx512(input, weight, out)
+        } else {
+            nonzero_terms_avx2(input, weight, out)
         }
     }
-    let _ = (input, weight, out);
-    false
+    true
 }
 
 /// Whether [`sum_nonzero_terms`] runs on this processor: x86-64 with AVX2 and FMA, whose
@@ -1386,6 +1383,7 @@ fn nonzero_terms<const PANEL: usize>(input: &[f32], weight: &InputMajor, out: &m
             nonzero: &nonzero,
             inputs,
             outputs,
+            passes,
         };
         let mut first = 0;
         while first + PANEL <= weight.width {
@@ -1406,6 +1404,8 @@ struct Tile<'a> {
     nonzero: &'a [u64],
     inputs: usize,
     outputs: usize,
+    /// `inputs` in passes of [`TERMS_PER_PASS`].
+    passes: usize,
 }
 
 impl Tile<'_> {
@@ -1413,7 +1413,7 @@ impl Tile<'_> {
     #[inline(always)]
     fn panel<const PANEL: usize>(&self, weight: &InputMajor, first: usize, out: &mut [f32]) {
         let rows = self.input.len() / self.inputs;
-        let passes = self.inputs.div_ceil(TERMS_PER_PASS);
+        let passes = self.passes;
         let present = PANEL.min(self.outputs - first.min(self.outputs));
         let mut partial = [[0.0f32; PANEL]; ROWS_PER_TILE];
         for pass in 0..passes {
