@@ -556,6 +556,19 @@ impl ConvGeometry {
 /// Channels the direct convolution loops take at once: two AVX2 registers' worth.
 const LANES: usize = 16;
 
+/// Output pixels [`direct_forward_image`] sums at once, and taps [`direct_weight_gradient_image`]
+/// sums at once: each sum is a chain of multiply-adds, each waiting for the one before it
+/// (four cycles), so one pixel's or one tap's two registers alone kept the processor's two
+/// multiply-add units a quarter busy. Independent sums side by side fill them, in the same
+/// order each, so the values are the same bits.
+const SIDE_BY_SIDE: usize = 4;
+
+/// The first `SIDE_BY_SIDE` of `first..end` side by side, the last repeated past `end`: the
+/// repeats are computed and thrown away, so that every group takes the same unrolled loop.
+fn side_by_side(first: usize, end: usize) -> [usize; SIDE_BY_SIDE] {
+    std::array::from_fn(|j| (first + j).min(end - 1))
+}
+
 with_avx2! {
     fused FUSED;
     /// One padded one-channel image's outputs: for each pixel and block of [`LANES`]
@@ -568,24 +581,31 @@ with_avx2! {
         out: &mut [f32],
     ) {
         let (k, o, width) = (conv.kernel, conv.outputs, conv.padded_width());
-        for (pixel, out) in out.chunks_exact_mut(o).enumerate() {
-            let corner = (pixel / conv.out_width()) * width + pixel % conv.out_width();
+        let pixels = conv.out_pixels();
+        for first_pixel in (0..pixels).step_by(SIDE_BY_SIDE) {
+            let corners = side_by_side(first_pixel, pixels)
+                .map(|pixel| (pixel / conv.out_width()) * width + pixel % conv.out_width());
             for first in (0..o).step_by(LANES) {
-                let mut sum = [0.0f32; LANES];
-                if let Some(bias) = bias {
-                    sum.copy_from_slice(&bias[first..first + LANES]);
-                }
+                let start = bias.map_or([0.0; LANES], |bias| {
+                    bias[first..first + LANES].try_into().unwrap()
+                });
+                let mut sums = [start; SIDE_BY_SIDE];
                 for ky in 0..k {
-                    for (kx, &x) in padded[corner + ky * width..][..k].iter().enumerate() {
+                    for kx in 0..k {
                         let weights: &[f32; LANES] = packed[(ky * k + kx) * o + first..][..LANES]
                             .try_into()
                             .unwrap();
-                        for (s, &w) in sum.iter_mut().zip(weights) {
-                            *s = multiply_add::<FUSED>(x, w, *s);
+                        for (sum, corner) in sums.iter_mut().zip(corners) {
+                            let x = padded[corner + ky * width + kx];
+                            for (s, &w) in sum.iter_mut().zip(weights) {
+                                *s = multiply_add::<FUSED>(x, w, *s);
+                            }
                         }
                     }
                 }
-                out[first..first + LANES].copy_from_slice(&sum);
+                for (pixel, sum) in (first_pixel..pixels).zip(&sums) {
+                    out[pixel * o + first..][..LANES].copy_from_slice(sum);
+                }
             }
         }
     }
@@ -603,23 +623,29 @@ with_avx2! {
         grad: &mut [f32],
     ) {
         let (k, o, width) = (conv.kernel, conv.outputs, conv.padded_width());
-        let out_width = conv.out_width();
-        for tap in 0..k * k {
-            let (ky, kx) = (tap / k, tap % k);
-            let grad = &mut grad[tap * o..][..o];
+        let (taps, out_width) = (k * k, conv.out_width());
+        for first_tap in (0..taps).step_by(SIDE_BY_SIDE) {
+            let group = side_by_side(first_tap, taps);
+            let offsets = group.map(|tap| (tap / k) * width + tap % k);
             for first in (0..o).step_by(LANES) {
-                let mut sum: [f32; LANES] = grad[first..first + LANES].try_into().unwrap();
+                let mut sums = group
+                    .map(|tap| <[f32; LANES]>::try_from(&grad[tap * o + first..][..LANES]).unwrap());
                 for oy in 0..conv.out_height() {
-                    let reads = &padded[(oy + ky) * width + kx..][..out_width];
+                    let reads = &padded[oy * width..];
                     let rows = &d_out[oy * out_width * o..][..out_width * o];
-                    for (&x, row) in reads.iter().zip(rows.chunks_exact(o)) {
+                    for (ox, row) in rows.chunks_exact(o).enumerate() {
                         let d: &[f32; LANES] = row[first..first + LANES].try_into().unwrap();
-                        for (s, &d) in sum.iter_mut().zip(d) {
-                            *s = multiply_add::<FUSED>(x, d, *s);
+                        for (sum, offset) in sums.iter_mut().zip(offsets) {
+                            let x = reads[ox + offset];
+                            for (s, &d) in sum.iter_mut().zip(d) {
+                                *s = multiply_add::<FUSED>(x, d, *s);
+                            }
                         }
                     }
                 }
-                grad[first..first + LANES].copy_from_slice(&sum);
+                for (tap, sum) in (first_tap..taps).zip(&sums) {
+                    grad[tap * o + first..][..LANES].copy_from_slice(sum);
+                }
             }
         }
     }
@@ -769,26 +795,32 @@ struct NormInputGradient {
 
 impl NormInputGradient {
     /// Over channels-last rows of the input `x`, with the output's gradient `d` (zero where
-    /// `None`).
+    /// `None`). Inlined into its callers, which are compiled for AVX2 where the processor has
+    /// it; every slice is cut to the channels first, so that the loops vectorize.
+    #[inline(always)]
     fn rows(&self, x: &[f32], d: Option<&[f32]>, d_input: &mut [f32]) {
         let channels = self.mean.len();
+        let (coefficient, mean_d) = (&self.coefficient[..channels], &self.mean_d[..channels]);
+        let (mean, centred) = (&self.mean[..channels], &self.centred[..channels]);
         let rows = d_input
             .chunks_exact_mut(channels)
             .zip(x.chunks_exact(channels));
         match d {
             Some(d) => {
                 for ((d_input, x), d) in rows.zip(d.chunks_exact(channels)) {
+                    let (d_input, x, d) =
+                        (&mut d_input[..channels], &x[..channels], &d[..channels]);
                     for c in 0..channels {
-                        d_input[c] = self.coefficient[c] * (d[c] - self.mean_d[c])
-                            - (x[c] - self.mean[c]) * self.centred[c];
+                        d_input[c] =
+                            coefficient[c] * (d[c] - mean_d[c]) - (x[c] - mean[c]) * centred[c];
                     }
                 }
             }
             None => {
                 for (d_input, x) in rows {
+                    let (d_input, x) = (&mut d_input[..channels], &x[..channels]);
                     for c in 0..channels {
-                        d_input[c] = -self.coefficient[c] * self.mean_d[c]
-                            - (x[c] - self.mean[c]) * self.centred[c];
+                        d_input[c] = -coefficient[c] * mean_d[c] - (x[c] - mean[c]) * centred[c];
                     }
                 }
             }
@@ -873,13 +905,9 @@ fn max_window<const NORM_RELU: bool>(
 #[inline(always)]
 fn winner(rows: [&[f32]; 4], argmax: u8, ch: usize) -> f32 {
     let [a, b, c, d] = rows.map(|row| row[ch]);
-    if argmax < 2 {
-        if argmax == 0 { a } else { b }
-    } else if argmax == 2 {
-        c
-    } else {
-        d
-    }
+    let top = if argmax == 1 { b } else { a };
+    let bottom = if argmax == 3 { d } else { c };
+    if argmax >= 2 { bottom } else { top }
 }
 
 /// Adds `coefficient · d_pooled` to `d_row`, the values at one position of their windows,
@@ -905,6 +933,33 @@ fn add_to_winners(
             0.0
         };
         d_row[ch] += if argmax[ch] == position { passed } else { 0.0 };
+    }
+}
+
+/// Adds one window's share to batch norm's per-channel sums `Σ d` and `Σ d·x̂` (`x̂` the
+/// normalised input), `d` being the pooled gradient that reached the window's winner through
+/// the ReLU (`pooled > 0`). A function of its own, like [`add_to_winners`], so that the loop
+/// vectorizes: written inline in the closure, half its time went to a scalar copy.
+#[inline(always)]
+fn add_winner_sums(
+    sum: &mut [f32],
+    dot: &mut [f32],
+    rows: [&[f32]; 4],
+    argmax: &[u8],
+    pooled: &[f32],
+    d_pooled: &[f32],
+    saved: &NormSaved,
+) {
+    let c = sum.len();
+    let (dot, argmax, pooled, d_pooled) =
+        (&mut dot[..c], &argmax[..c], &pooled[..c], &d_pooled[..c]);
+    let (mean, inv_std) = (&saved.mean[..c], &saved.inv_std[..c]);
+    let rows = rows.map(|row| &row[..c]);
+    for ch in 0..c {
+        let x = winner(rows, argmax[ch], ch);
+        let d = if pooled[ch] > 0.0 { d_pooled[ch] } else { 0.0 };
+        sum[ch] += d;
+        dot[ch] += d * (x - mean[ch]) * inv_std[ch];
     }
 }
 
@@ -938,6 +993,21 @@ impl PoolGeometry {
                 let bottom = top + w * c;
                 visit((py * (w / 2) + px) * c, [top, top + c, bottom, bottom + c]);
             }
+        }
+    }
+
+    /// Calls `visit(range)` for each run of one image's values that no window covers: the last
+    /// column of an odd width, the last row of an odd height.
+    fn outside_windows(&self, mut visit: impl FnMut(std::ops::Range<usize>)) {
+        let (h, w, c) = (self.height, self.width, self.channels);
+        if w % 2 == 1 {
+            for y in 0..h - h % 2 {
+                let at = (y * w + w - 1) * c;
+                visit(at..at + c);
+            }
+        }
+        if h % 2 == 1 {
+            visit((h - 1) * w * c..h * w * c);
         }
     }
 
@@ -1070,19 +1140,11 @@ with_avx2! {
         let sums = channel_sums(images, c, |image, sum, dot| {
             let input = &saved.input[image * in_len..][..in_len];
             let at = image * out_len;
-            let (sum, dot) = (&mut sum[..c], &mut dot[..c]);
             pool.windows(|o, rows| {
                 let rows = rows.map(|r| &input[r..][..c]);
                 let argmax = &argmax[at + o..][..c];
                 let (pooled, d_pooled) = (&pooled[at + o..][..c], &d_pooled[at + o..][..c]);
-                let (mean, inv_std) = (&saved.mean[..c], &saved.inv_std[..c]);
-                for ch in 0..c {
-                    let x = winner(rows, argmax[ch], ch);
-                    // The pooled gradient that reached the winner through the ReLU.
-                    let d = if pooled[ch] > 0.0 { d_pooled[ch] } else { 0.0 };
-                    sum[ch] += d;
-                    dot[ch] += d * (x - mean[ch]) * inv_std[ch];
-                }
+                add_winner_sums(sum, dot, rows, argmax, pooled, d_pooled, &saved);
             });
         });
         let gradient = saved.finish(sums, images * pool.height * pool.width, d_gamma, d_beta);
@@ -1100,18 +1162,22 @@ with_avx2! {
                     .zip(input.chunks_exact(in_len))
                     .enumerate()
                 {
-                    // Every value's share of the batch terms, then the winners' own gradient.
-                    gradient.rows(input, None, d_image);
+                    // Every value's share of the batch terms, then the winners' own gradient
+                    // while the row is in the first-level cache.
                     let at = image * out_len;
                     pool.windows(|o, rows| {
                         let argmax = &argmax[at + o..][..c];
                         let (pooled, d_pooled) = (&pooled[at + o..][..c], &d_pooled[at + o..][..c]);
                         for (position, row) in rows.into_iter().enumerate() {
                             let d_row = &mut d_image[row..][..c];
+                            gradient.rows(&input[row..][..c], None, d_row);
                             let coefficient = &gradient.coefficient;
                             let position = position as u8;
                             add_to_winners(d_row, position, argmax, pooled, d_pooled, coefficient);
                         }
+                    });
+                    pool.outside_windows(|run| {
+                        gradient.rows(&input[run.clone()], None, &mut d_image[run])
                     });
                 }
             },
@@ -1126,14 +1192,17 @@ pub(crate) fn flatten(input: &[f32], [h, w, c]: [usize; 3], out: &mut [f32], inv
     out.par_chunks_mut(len)
         .zip(input.par_chunks(len))
         .for_each(|(out, image)| {
-            for pixel in 0..h * w {
-                for ch in 0..c {
-                    let (nhwc, nchw) = (pixel * c + ch, ch * h * w + pixel);
-                    if inverse {
-                        out[nhwc] = image[nchw];
-                    } else {
-                        out[nchw] = image[nhwc];
-                    }
+            // Written in order, read with a stride: one image is a few KB, in the first-level
+            // cache either way.
+            if inverse {
+                for (pixel, out) in out.chunks_exact_mut(c).enumerate() {
+                    let channels = image[pixel..].iter().step_by(h * w);
+                    out.iter_mut().zip(channels).for_each(|(o, &v)| *o = v);
+                }
+            } else {
+                for (ch, out) in out.chunks_exact_mut(h * w).enumerate() {
+                    let pixels = image[ch..].iter().step_by(c);
+                    out.iter_mut().zip(pixels).for_each(|(o, &v)| *o = v);
                 }
             }
         });
