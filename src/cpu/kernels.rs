@@ -557,15 +557,17 @@ impl ConvGeometry {
 const LANES: usize = 16;
 
 /// Output pixels [`direct_forward_image`] sums at once, and taps [`direct_weight_gradient_image`]
-/// sums at once: each sum is a chain of multiply-adds, each waiting for the one before it
-/// (four cycles), so one pixel's or one tap's two registers alone kept the processor's two
-/// multiply-add units a quarter busy. Independent sums side by side fill them, in the same
-/// order each, so the values are the same bits.
+/// sums at once: each sum is a chain of multiply-adds, each waiting for the one before it, so
+/// on the Xeon we profiled (four cycles' latency, two multiply-add ports) one pixel's or one
+/// tap's two registers alone kept the multiply-add units a quarter busy. Independent sums side
+/// by side fill them, in the same order each, so the values are the same bits. The price: a
+/// 3x3 kernel's nine taps take three groups, twelve sums of which three are thrown away.
 const SIDE_BY_SIDE: usize = 4;
 
 /// The first `SIDE_BY_SIDE` of `first..end` side by side, the last repeated past `end`: the
 /// repeats are computed and thrown away, so that every group takes the same unrolled loop.
 fn side_by_side(first: usize, end: usize) -> [usize; SIDE_BY_SIDE] {
+    debug_assert!(first < end);
     std::array::from_fn(|j| (first + j).min(end - 1))
 }
 
@@ -927,13 +929,16 @@ fn add_to_winners(
     let (argmax, pooled, d_pooled) = (&argmax[..c], &pooled[..c], &d_pooled[..c]);
     let coefficient = &coefficient[..c];
     for ch in 0..c {
-        let passed = if pooled[ch] > 0.0 {
-            coefficient[ch] * d_pooled[ch]
-        } else {
-            0.0
-        };
+        let passed = through_relu(pooled[ch], coefficient[ch] * d_pooled[ch]);
         d_row[ch] += if argmax[ch] == position { passed } else { 0.0 };
     }
+}
+
+/// The gradient `d` of a pooled value as it reaches the pooling's input: all of it where the
+/// ReLU before the pooling let the value through (`pooled > 0`), nothing where it did not.
+#[inline(always)]
+fn through_relu(pooled: f32, d: f32) -> f32 {
+    if pooled > 0.0 { d } else { 0.0 }
 }
 
 /// Adds one window's share to batch norm's per-channel sums `Σ d` and `Σ d·x̂` (`x̂` the
@@ -957,7 +962,7 @@ fn add_winner_sums(
     let rows = rows.map(|row| &row[..c]);
     for ch in 0..c {
         let x = winner(rows, argmax[ch], ch);
-        let d = if pooled[ch] > 0.0 { d_pooled[ch] } else { 0.0 };
+        let d = through_relu(pooled[ch], d_pooled[ch]);
         sum[ch] += d;
         dot[ch] += d * (x - mean[ch]) * inv_std[ch];
     }
@@ -1192,8 +1197,8 @@ pub(crate) fn flatten(input: &[f32], [h, w, c]: [usize; 3], out: &mut [f32], inv
     out.par_chunks_mut(len)
         .zip(input.par_chunks(len))
         .for_each(|(out, image)| {
-            // Written in order, read with a stride: one image is a few KB, in the first-level
-            // cache either way.
+            // Written in order, read with a stride: one image (12.5 KB in and out for the
+            // built-in `cnn`'s 7x7x64) stays in the first-level cache either way.
             if inverse {
                 for (pixel, out) in out.chunks_exact_mut(c).enumerate() {
                     let channels = image[pixel..].iter().step_by(h * w);
@@ -1771,6 +1776,206 @@ mod tests {
         for (row, values) in c.chunks_exact(width).enumerate() {
             assert_eq!(values[1..3], expected[row * n..(row + 1) * n]);
             assert!(values[..1].iter().chain(&values[3..]).all(|&v| v == -1.0));
+        }
+    }
+
+    with_avx2! {
+        fused FUSED;
+        /// Whether this processor's build of the direct convolution fuses its multiply-adds.
+        fn direct_convolution_fuses() -> bool {
+            FUSED
+        }
+    }
+
+    /// Values in [-1, 1), a third of them zero (as after a ReLU, or blank pixels), and some
+    /// large, so that any change in the order of a sum shows in its bits.
+    fn activations(rng: &mut SmallRng, len: usize) -> Vec<f32> {
+        (0..len)
+            .map(|_| match rng.next_u32() % 21 {
+                0..7 => 0.0,
+                7 => (uniform(rng) - 0.5) * 2000.0,
+                _ => uniform(rng) * 2.0 - 1.0,
+            })
+            .collect()
+    }
+
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn the_direct_convolution_sums_each_value_over_its_taps_in_order() {
+        let fused = direct_convolution_fuses();
+        let multiply_add = |x: f32, w: f32, s: f32| if fused { x.mul_add(w, s) } else { x * w + s };
+        let mut rng = SmallRng::seed_from_u64(3);
+        // Output pixel counts that are and are not a multiple of SIDE_BY_SIDE, a kernel whose
+        // taps are one group plus one, and one smaller than a group.
+        for (kernel, padding, height, width) in [
+            (3, 1, 28, 28),
+            (3, 0, 7, 5),
+            (5, 2, 6, 9),
+            (5, 0, 5, 5),
+            (3, 1, 1, 1),
+            (1, 0, 3, 2),
+            (2, 1, 4, 3),
+        ] {
+            for outputs in [16, 32, 48] {
+                let conv = ConvGeometry {
+                    inputs: 1,
+                    outputs,
+                    kernel,
+                    padding,
+                    height,
+                    width,
+                };
+                let mut padded = Vec::new();
+                conv.pad(&activations(&mut rng, height * width), &mut padded);
+                let packed = activations(&mut rng, kernel * kernel * outputs);
+                let bias = activations(&mut rng, outputs);
+                let (out_width, padded_width) = (conv.out_width(), conv.padded_width());
+                let read = |pixel: usize, tap: usize| {
+                    let (oy, ox, ky, kx) = (
+                        pixel / out_width,
+                        pixel % out_width,
+                        tap / kernel,
+                        tap % kernel,
+                    );
+                    padded[(oy + ky) * padded_width + ox + kx]
+                };
+                let (pixels, taps) = (conv.out_pixels(), kernel * kernel);
+                for bias in [None, Some(&bias[..])] {
+                    let expected: Vec<f32> = (0..pixels * outputs)
+                        .map(|at| {
+                            let (pixel, ch) = (at / outputs, at % outputs);
+                            let start = bias.map_or(0.0, |bias| bias[ch]);
+                            (0..taps).fold(start, |s, tap| {
+                                multiply_add(read(pixel, tap), packed[tap * outputs + ch], s)
+                            })
+                        })
+                        .collect();
+                    let mut out = vec![f32::NAN; conv.out_len()];
+                    direct_forward_image(&conv, &padded, &packed, bias, &mut out);
+                    assert_eq!(
+                        bits(&out),
+                        bits(&expected),
+                        "forward {conv:?}, bias {}",
+                        bias.is_some()
+                    );
+                }
+                let d_out = activations(&mut rng, conv.out_len());
+                let mut grad = activations(&mut rng, taps * outputs);
+                let expected: Vec<f32> = (0..taps * outputs)
+                    .map(|at| {
+                        let (tap, ch) = (at / outputs, at % outputs);
+                        (0..pixels).fold(grad[at], |s, pixel| {
+                            multiply_add(read(pixel, tap), d_out[pixel * outputs + ch], s)
+                        })
+                    })
+                    .collect();
+                direct_weight_gradient_image(&conv, &padded, &d_out, &mut grad);
+                assert_eq!(bits(&grad), bits(&expected), "weight gradient {conv:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_pool_backward_is_the_plain_loops_to_the_bit() {
+        let mut rng = SmallRng::seed_from_u64(4);
+        for (height, width, channels, images) in [
+            (28, 28, 16, 3),
+            (14, 14, 32, 2),
+            (7, 7, 8, 3),
+            (5, 4, 3, 1),
+            (4, 5, 6, 2),
+            (3, 3, 1, 4),
+        ] {
+            let pool = PoolGeometry {
+                height,
+                width,
+                channels,
+            };
+            let input = activations(&mut rng, images * pool.in_len());
+            let inv_std: Vec<f32> = activations(&mut rng, channels)
+                .iter()
+                .map(|v| v.abs() + 0.5)
+                .collect();
+            let mean = activations(&mut rng, channels);
+            let gamma = activations(&mut rng, channels);
+            let saved = || NormSaved {
+                input: &input,
+                mean: &mean,
+                inv_std: &inv_std,
+                gamma: &gamma,
+            };
+            let pooled = activations(&mut rng, images * pool.out_len());
+            let d_pooled = activations(&mut rng, images * pool.out_len());
+            let argmax: Vec<u8> = (0..pooled.len())
+                .map(|_| (rng.next_u32() % 4) as u8)
+                .collect();
+
+            // Plainly, in the fused pass's order of sums: the gradient that reaches each
+            // window's winner through the pooling and the ReLU, and batch norm's sums over
+            // the winners, window by window.
+            let (in_len, out_len) = (pool.in_len(), pool.out_len());
+            let through = |out: usize| {
+                if pooled[out] > 0.0 {
+                    d_pooled[out]
+                } else {
+                    0.0
+                }
+            };
+            let winner = |image: usize, o: usize, rows: [usize; 4], ch: usize| {
+                let out = image * out_len + o + ch;
+                (out, image * in_len + rows[argmax[out] as usize] + ch)
+            };
+            let sums = channel_sums(images, channels, |image, sum, dot| {
+                pool.windows(|o, rows| {
+                    for c in 0..channels {
+                        let (out, at) = winner(image, o, rows, c);
+                        sum[c] += through(out);
+                        dot[c] += through(out) * (input[at] - mean[c]) * inv_std[c];
+                    }
+                })
+            });
+            let (mut d_gamma, mut d_beta) = (vec![f32::NAN; channels], vec![f32::NAN; channels]);
+            let gradient = saved().finish(sums, images * height * width, &mut d_gamma, &mut d_beta);
+            // Batch norm's input gradient for a zero output gradient everywhere, then each
+            // value inside a window given its share of the pooled gradient (zero unless it won).
+            let mut expected = vec![f32::NAN; input.len()];
+            gradient.rows(&input, None, &mut expected);
+            for image in 0..images {
+                pool.windows(|o, rows| {
+                    for c in 0..channels {
+                        let (out, won) = winner(image, o, rows, c);
+                        for row in rows {
+                            let at = image * in_len + row + c;
+                            let share = if at == won && pooled[out] > 0.0 {
+                                gradient.coefficient[c] * d_pooled[out]
+                            } else {
+                                0.0
+                            };
+                            expected[at] += share;
+                        }
+                    }
+                });
+            }
+
+            let (mut fused_d_gamma, mut fused_d_beta) =
+                (vec![f32::NAN; channels], vec![f32::NAN; channels]);
+            let mut d_input = vec![f32::NAN; input.len()];
+            norm_relu_max_pool_backward(
+                &pool,
+                saved(),
+                &pooled,
+                &d_pooled,
+                &argmax,
+                &mut fused_d_gamma,
+                &mut fused_d_beta,
+                Some(&mut d_input),
+            );
+            assert_eq!(bits(&fused_d_gamma), bits(&d_gamma), "{pool:?}");
+            assert_eq!(bits(&fused_d_beta), bits(&d_beta), "{pool:?}");
+            assert_eq!(bits(&d_input), bits(&expected), "{pool:?}");
         }
     }
 }
