@@ -840,13 +840,10 @@ fn bench_alternates_its_runs_with_pytorchs_and_reports_each_ratio() {
     }
     assert!(report["pytorch_note"].is_null(), "{report}");
 
-    assert_eq!(
-        report["pair_ratios"]["cnn_training"]
-            .as_array()
-            .unwrap()
-            .len(),
-        3
-    );
+    let pairs = |workload: &str| report["pair_ratios"][workload].as_array().unwrap().len();
+    assert_eq!(pairs("cnn_training"), 3);
+    // Batch inference's runs are short: five times the pairs.
+    assert_eq!(pairs("mlp_inference"), 15);
 
     // Dying at the cnn's turn keeps the tutorial's finished pairs, and nothing after them.
     let die = r#"echo "RuntimeError: fake out of memory" >&2; exit 1"#;

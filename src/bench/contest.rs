@@ -67,7 +67,17 @@ impl<R: Rival> Contest<R> {
 
     /// `repeat` pairs: one of `ours` and one of each of `theirs` (all of one kind: times or
     /// rates), digits first in the first pair, second in the next, and so on.
-    pub fn bout(&mut self, mut ours: impl FnMut() -> EpochTiming, theirs: &[Workload]) -> Bout {
+    pub fn bout(&mut self, ours: impl FnMut() -> EpochTiming, theirs: &[Workload]) -> Bout {
+        self.bout_of(self.repeat, ours, theirs)
+    }
+
+    /// [`Contest::bout`] with `pairs` pairs rather than `repeat`.
+    pub fn bout_of(
+        &mut self,
+        pairs: u32,
+        mut ours: impl FnMut() -> EpochTiming,
+        theirs: &[Workload],
+    ) -> Bout {
         assert!(
             !theirs.is_empty(),
             "a bout is against at least one workload"
@@ -75,7 +85,7 @@ impl<R: Rival> Contest<R> {
         let mut timings = Vec::new();
         let mut figures = vec![Vec::new(); theirs.len()];
         let mut ratios = Vec::new();
-        for pair in 0..self.repeat {
+        for pair in 0..pairs.max(1) {
             let (timing, their_figures) = if pair % 2 == 0 {
                 let timing = ours();
                 (timing, self.time_each(theirs))
@@ -245,5 +255,8 @@ mod tests {
         assert_eq!(bout.ours.elapsed, Duration::from_millis(2));
         assert!(bout.ratios.is_empty() && bout.speedup().is_none());
         assert_eq!(contest.note(), Some("skipped"));
+        let longer = contest.bout_of(5, ours(&[3, 1, 2, 9, 8], &log), &[Workload::MlpInference]);
+        assert_eq!(longer.ours.elapsed, Duration::from_millis(3));
+        assert_eq!(log.borrow().len(), 8);
     }
 }
