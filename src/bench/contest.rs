@@ -71,7 +71,7 @@ impl<R: Rival> Contest<R> {
         self.bout_of(self.repeat, ours, theirs)
     }
 
-    /// [`Contest::bout`] with `pairs` pairs rather than `repeat`.
+    /// [`Contest::bout`] with `pairs` pairs (at least one) rather than `repeat`.
     pub fn bout_of(
         &mut self,
         pairs: u32,

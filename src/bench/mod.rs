@@ -108,23 +108,36 @@ pub fn reference_epoch(images: usize, warmup: usize) -> EpochTiming {
     })
 }
 
-/// Forward passes of `model` over one batch of the first `batch_size` images: the median of
-/// `runs` timed passes, after an untimed one, on a batch made before the clock starts. PyTorch's
-/// figure is taken the same way (`bench/pytorch_baseline.py`: the median of its runs over one
-/// batch already in memory), so that a pair compares like with like; timing ten batches as one
-/// run, as before, let any pause on a shared machine count against digits alone.
-pub fn inference(model: &Model, batch_size: usize, runs: usize) -> EpochTiming {
-    let models = crate::model::Ensemble::new(vec![model.clone()]);
-    let data = Dataset::lite(Split::Train).truncated(batch_size);
-    let batch = data
-        .batches(batch_size, None)
-        .next()
-        .expect("mnist-lite holds more than one batch of images");
-    EpochTiming {
-        images: batch.len(),
-        elapsed: median_time(runs, || {
-            models.log_probabilities_of(&batch.pixels);
-        }),
+/// Batch inference ready to be timed: `model` and one batch of the first `batch_size`
+/// images, made and passed through once before any clock starts. PyTorch's worker
+/// (`bench/pytorch_baseline.py`) does the same: one batch already in memory, an untimed pass
+/// the first time a workload is asked for, then the median of its timed passes per run.
+pub struct Inference {
+    models: crate::model::Ensemble,
+    batch: Batch,
+}
+
+impl Inference {
+    pub fn new(model: &Model, batch_size: usize) -> Self {
+        let models = crate::model::Ensemble::new(vec![model.clone()]);
+        let data = Dataset::lite(Split::Train).truncated(batch_size);
+        let batch = data
+            .batches(batch_size, None)
+            .next()
+            .expect("the built-in mnist-lite has images");
+        models.log_probabilities_of(&batch.pixels);
+        Self { models, batch }
+    }
+
+    /// One run: the median of `passes` timed passes over the batch. (Timing ten batches as
+    /// one run, as before, let any pause on a shared machine count against digits alone.)
+    pub fn time(&self, passes: usize) -> EpochTiming {
+        EpochTiming {
+            images: self.batch.len(),
+            elapsed: timed_median(passes, || {
+                self.models.log_probabilities_of(&self.batch.pixels);
+            }),
+        }
     }
 }
 
@@ -237,6 +250,11 @@ pub fn median_of(mut values: Vec<f64>) -> f64 {
 /// The median of `runs` timings of `work`, after one untimed run.
 pub fn median_time(runs: usize, mut work: impl FnMut()) -> Duration {
     work();
+    timed_median(runs, work)
+}
+
+/// The median of `runs` (at least one) timings of `work`.
+fn timed_median(runs: usize, mut work: impl FnMut()) -> Duration {
     let seconds = (0..runs.max(1))
         .map(|_| {
             let started = Instant::now();

@@ -115,12 +115,15 @@ fn ms(duration: Duration) -> f64 {
 /// epoch, takes under a minute on 2 cores.
 const PYTORCH_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Images per batch of the batch-inference workloads, as in PyTorch's.
+/// Images per batch of the batch-inference workloads, and timed passes per run of each: as
+/// PyTorch's worker takes them (`WORKLOADS` in bench/pytorch_baseline.py).
 const INFERENCE_BATCH: usize = 1000;
+const MLP_INFERENCE_PASSES: usize = 5;
+const CNN_INFERENCE_PASSES: usize = 1;
 
 /// Pairs of runs per `--repeat` in the batch-inference bouts: a pair of them takes
 /// milliseconds, in which a shared machine's speed can halve (ratios of single pairs of MLP
-/// runs ranged 0.7-1.47x within one bench run on a 2-core Xeon), so their median is taken
+/// runs ranged 0.6-1.9x within one bench run on a 2-core Xeon), so their median is taken
 /// over more pairs than a training bout's, whose runs last seconds.
 const INFERENCE_PAIRS_PER_REPEAT: u32 = 5;
 
@@ -216,18 +219,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         against(&cnn)
     ));
 
-    let mlp_model = Model::init(&ModelKind::Mlp.config(), 0, device);
-    let cnn_model = Model::init(&cnn_config, 0, device);
+    let mlp_batch = bench::Inference::new(
+        &Model::init(&ModelKind::Mlp.config(), 0, device),
+        INFERENCE_BATCH,
+    );
+    let cnn_batch = bench::Inference::new(&Model::init(&cnn_config, 0, device), INFERENCE_BATCH);
     let inference_pairs = args.repeat * INFERENCE_PAIRS_PER_REPEAT;
     let mlp_inference = contest.bout_of(
         inference_pairs,
-        // Five timed passes for the MLP, one for the `cnn`: as many as PyTorch's worker times.
-        || bench::inference(&mlp_model, INFERENCE_BATCH, 5),
+        || mlp_batch.time(MLP_INFERENCE_PASSES),
         &[Workload::MlpInference],
     );
     let cnn_inference = contest.bout_of(
         inference_pairs,
-        || bench::inference(&cnn_model, INFERENCE_BATCH, 1),
+        || cnn_batch.time(CNN_INFERENCE_PASSES),
         &[Workload::CnnInference],
     );
     say(format!(

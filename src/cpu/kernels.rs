@@ -1473,8 +1473,7 @@ fn nonzero_terms<const PANEL: usize>(input: &[f32], weight: &InputMajor, out: &m
         };
         // The next tile's input is read from memory while this tile's first panel is summed,
         // rather than when its masks are made, which would wait for it.
-        let pairs = (input.len() / inputs).div_ceil(2);
-        let mut prefetch = Prefetch::spread(next_tile, passes * pairs);
+        let mut prefetch = Prefetch::spread(next_tile, passes * tile.pairs());
         let mut first = 0;
         while first + PANEL <= weight.width {
             tile.panel::<PANEL>(weight, first, out, &mut prefetch);
@@ -1538,6 +1537,15 @@ struct Tile<'a> {
 }
 
 impl Tile<'_> {
+    fn rows(&self) -> usize {
+        self.input.len() / self.inputs
+    }
+
+    /// The pairs of rows [`Tile::panel`] sums together, a lone last row paired with itself.
+    fn pairs(&self) -> usize {
+        self.rows().div_ceil(2)
+    }
+
     /// Outputs `first..first + PANEL` (those of them that exist) of every row.
     #[inline(always)]
     fn panel<const PANEL: usize>(
@@ -1547,7 +1555,7 @@ impl Tile<'_> {
         out: &mut [f32],
         prefetch: &mut Prefetch,
     ) {
-        let rows = self.input.len() / self.inputs;
+        let rows = self.rows();
         let passes = self.passes;
         let present = PANEL.min(self.outputs - first.min(self.outputs));
         let mut partial = [[0.0f32; PANEL]; ROWS_PER_TILE];
@@ -1765,7 +1773,6 @@ mod tests {
                 &mut expected,
             );
             let by_input = InputMajor::of(&weight, [inputs, outputs]);
-            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             let check = |name: &str, sum: unsafe fn(&[f32], &InputMajor, &mut [f32])| {
                 let mut out = vec![f32::NAN; rows * outputs];
                 // SAFETY: only called where the processor has what `sum` is compiled for.
@@ -1870,8 +1877,10 @@ mod tests {
         let fused = direct_convolution_fuses();
         let multiply_add = |x: f32, w: f32, s: f32| if fused { x.mul_add(w, s) } else { x * w + s };
         let mut rng = SmallRng::seed_from_u64(3);
-        // Output pixel counts that are and are not a multiple of SIDE_BY_SIDE, a kernel whose
-        // taps are one group plus one, and one smaller than a group.
+        // Output pixel counts that are and are not a multiple of SIDE_BY_SIDE, and kernels
+        // whose taps make whole groups (2x2), groups and one more (3x3, 5x5) and less than a
+        // group (1x1). Only the per-image loops are tested here, in the build this processor
+        // takes; padding is `ConvGeometry::pad`'s, shared with the loops under test.
         for (kernel, padding, height, width) in [
             (3, 1, 28, 28),
             (3, 0, 7, 5),
@@ -1977,7 +1986,9 @@ mod tests {
 
             // Plainly, in the fused pass's order of sums: the gradient that reaches each
             // window's winner through the pooling and the ReLU, and batch norm's sums over
-            // the winners, window by window.
+            // the winners, window by window. Shared with the pass under test, so not checked
+            // here: the windows' offsets, `channel_sums`, `NormSaved::finish` and batch norm's
+            // formula (`NormInputGradient::rows`), which the comparisons with Burn cover.
             let (in_len, out_len) = (pool.in_len(), pool.out_len());
             let through = |out: usize| {
                 if pooled[out] > 0.0 {
