@@ -406,7 +406,7 @@ fn cut_one_side(image: &mut [f32], rng: &mut ChaCha8Rng) {
     let fraction = rng.random_range(0.05f32..=0.2);
     let cut = |from: usize, to: usize| ((to - from + 1) as f32 * fraction).round() as usize;
     let side = rng.random_range(0..4);
-    for p in 0..IMAGE_PIXELS {
+    for (p, value) in image.iter_mut().enumerate().take(IMAGE_PIXELS) {
         let (x, y) = (p % IMAGE_SIDE, p / IMAGE_SIDE);
         let gone = match side {
             0 => x < left + cut(left, right),
@@ -415,7 +415,7 @@ fn cut_one_side(image: &mut [f32], rng: &mut ChaCha8Rng) {
             _ => y + cut(top, bottom) > bottom,
         };
         if gone {
-            image[p] = 0.0;
+            *value = 0.0;
         }
     }
 }
@@ -647,7 +647,7 @@ fn draw_not_digit(image: &mut [f32], rng: &mut ChaCha8Rng) {
             );
             let point = |k: usize| {
                 let t = k as f32 / teeth as f32 - 0.5;
-                let h = if k % 2 == 0 {
+                let h = if k.is_multiple_of(2) {
                     -height / 2.0
                 } else {
                     height / 2.0
@@ -678,13 +678,13 @@ fn draw_not_digit(image: &mut [f32], rng: &mut ChaCha8Rng) {
 fn draw_segment(image: &mut [f32], from: (f32, f32), to: (f32, f32), width: f32) {
     let (dx, dy) = (to.0 - from.0, to.1 - from.1);
     let length_squared = (dx * dx + dy * dy).max(1e-6);
-    for p in 0..IMAGE_PIXELS {
+    for (p, value) in image.iter_mut().enumerate().take(IMAGE_PIXELS) {
         let (x, y) = ((p % IMAGE_SIDE) as f32, (p / IMAGE_SIDE) as f32);
         let t = (((x - from.0) * dx + (y - from.1) * dy) / length_squared).clamp(0.0, 1.0);
         let (nx, ny) = (from.0 + t * dx - x, from.1 + t * dy - y);
         let distance = (nx * nx + ny * ny).sqrt();
         let ink = (width / 2.0 + 0.5 - distance).clamp(0.0, 1.0);
-        image[p] = image[p].max(ink);
+        *value = value.max(ink);
     }
 }
 

@@ -299,7 +299,7 @@ fn loops(prepared: &Prepared) -> usize {
     let paper: Vec<bool> = prepared.pixels.iter().map(|&p| p <= 64).collect();
     let inverted = Prepared::from_pixels(paper.iter().map(|&b| if b { 255 } else { 0 }).collect());
     let border_paper = (0..784)
-        .filter(|&p| paper[p] && (p % 28 == 0 || p % 28 == 27 || p < 28 || p >= 756))
+        .filter(|&p| paper[p] && (p % 28 == 0 || p % 28 == 27 || !(28..756).contains(&p)))
         .count();
     assert!(border_paper > 0);
     // Every paper region but the one around the digit is a loop.

@@ -183,10 +183,13 @@ impl FileModule {
     }
 }
 
+/// A module's name, with the suffix (`weight`, `bias`, ...) and shape of each of its tensors.
+type ModuleTensors<'a> = (&'a str, Vec<(&'a str, &'a [usize])>);
+
 /// The file's layers in network order: convolutions (each followed by its batch norm, if
 /// any), then fully connected layers, each kind in the natural order of its names.
 pub fn file_modules(tensors: &[TensorShape]) -> Result<Vec<FileModule>, InferError> {
-    let mut by_module: Vec<(&str, Vec<(&str, &[usize])>)> = Vec::new();
+    let mut by_module: Vec<ModuleTensors> = Vec::new();
     for tensor in tensors {
         let (module, suffix) = tensor
             .name
@@ -375,7 +378,7 @@ pub fn candidates(
         (IMAGE_SIDE, channels, first_inputs),
         activation,
         (&mut conv_text, &mut choices),
-        &mut |convs: &[String], choices: &[(bool, bool)]| {
+        &mut |convs: &[String], choices: &[PaddedPooled]| {
             let text = convs
                 .iter()
                 .map(String::as_str)
@@ -405,6 +408,9 @@ pub fn candidates(
     Ok(found)
 }
 
+/// Per convolution of a choice: whether it is padded, and whether it is pooled.
+type PaddedPooled = (bool, bool);
+
 /// Walks every choice of padding and pooling for the convolutions and batch norms at the
 /// front of `modules`, from maps of `side` and `channels`, calling `found` with the layer
 /// items (and, per convolution, whether it is padded and pooled) of each choice that leaves
@@ -413,8 +419,8 @@ fn choose_convs(
     modules: &[FileModule],
     (side, channels, features): (usize, usize, usize),
     activation: &str,
-    (items, choices): (&mut Vec<String>, &mut Vec<(bool, bool)>),
-    found: &mut dyn FnMut(&[String], &[(bool, bool)]),
+    (items, choices): (&mut Vec<String>, &mut Vec<PaddedPooled>),
+    found: &mut dyn FnMut(&[String], &[PaddedPooled]),
 ) {
     let (conv, rest) = match modules.split_first() {
         Some((conv @ FileModule::Conv { .. }, rest)) => (conv, rest),

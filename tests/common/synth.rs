@@ -232,7 +232,7 @@ fn strokes(digit: u8) -> Vec<Vec<(f32, f32)>> {
 /// A digit drawn with a pen `width` pixels wide on a white `side`-pixel canvas, as PNG.
 pub fn drawn(digit: u8, side: u32, width: f32) -> Vec<u8> {
     let (x0, y0, scale) = (side as f32 * 0.3, side as f32 * 0.2, side as f32 * 0.45);
-    let segments: Vec<((f32, f32), (f32, f32))> = strokes(digit)
+    let segments: Vec<Segment> = strokes(digit)
         .iter()
         .flat_map(|line| line.windows(2).map(|w| (w[0], w[1])).collect::<Vec<_>>())
         .map(|((ax, ay), (bx, by))| {
@@ -259,8 +259,11 @@ pub fn sketch(lines: &[&[(f32, f32)]], w: u32, h: u32, width: f32) -> Vec<u8> {
     rasterise(&segments, w, h, width)
 }
 
+/// A straight pen stroke from one point to another.
+type Segment = ((f32, f32), (f32, f32));
+
 /// Black pen segments on a white `w x h` canvas, as PNG.
-fn rasterise(segments: &[((f32, f32), (f32, f32))], w: u32, h: u32, width: f32) -> Vec<u8> {
+fn rasterise(segments: &[Segment], w: u32, h: u32, width: f32) -> Vec<u8> {
     let radius = width / 2.0;
     let image = GrayImage::from_fn(w, h, |x, y| {
         let p = (x as f32 + 0.5, y as f32 + 0.5);
