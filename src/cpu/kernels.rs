@@ -1446,13 +1446,12 @@ fn nonzero_terms<const PANEL: usize>(input: &[f32], weight: &InputMajor, out: &m
     let outputs = weight.outputs;
     let passes = inputs.div_ceil(TERMS_PER_PASS);
     let mut nonzero = Vec::with_capacity(ROWS_PER_TILE * passes);
-    let tile_len = ROWS_PER_TILE * inputs;
-    let tiles = (0..input.len())
-        .step_by(tile_len)
-        .zip(out.chunks_mut(ROWS_PER_TILE * outputs));
-    for (start, out) in tiles {
-        let (input, after) = input[start..].split_at(tile_len.min(input.len() - start));
-        let next_tile = &after[..after.len().min(tile_len)];
+    let tiles = input.chunks(ROWS_PER_TILE * inputs);
+    let next_tiles = tiles.clone().skip(1).chain([&[][..]]);
+    for ((input, next_tile), out) in tiles
+        .zip(next_tiles)
+        .zip(out.chunks_mut(ROWS_PER_TILE * outputs))
+    {
         nonzero.clear();
         for row in input.chunks_exact(inputs) {
             nonzero.extend(row.chunks(TERMS_PER_PASS).map(|values| {
