@@ -1278,12 +1278,21 @@ pub(crate) fn linear_forward(
                     out,
                 );
             }
-            for row in out.chunks_exact_mut(outputs) {
-                row.iter_mut()
-                    .zip(bias)
-                    .for_each(|(v, b)| *v = activation(*v + b));
-            }
+            add_bias_and_activate(out, bias, &activation);
         });
+}
+
+with_avx2! {
+    /// `activation(v + bias)` in place, row by row. Its own function, not a loop in
+    /// [`linear_forward`]'s closure, which is compiled for the baseline: there this pass took
+    /// 4% of the MLP's inference, four values at a time.
+    fn add_bias_and_activate(out: &mut [f32], bias: &[f32], activation: &impl Fn(f32) -> f32) {
+        for row in out.chunks_exact_mut(bias.len()) {
+            row.iter_mut()
+                .zip(bias)
+                .for_each(|(v, b)| *v = activation(*v + b));
+        }
+    }
 }
 
 /// Pieces of at most this many rows are summed over their nonzero terms whatever their input.
