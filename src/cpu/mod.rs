@@ -494,8 +494,9 @@ impl Network {
 
     /// The logits of `pixels` (`[n, 784]`) by each of `networks`, in eval mode: batch norm's
     /// running statistics, no dropout. The batch is split over the cores once, each piece
-    /// running every layer of one network on its own thread with two buffers, so a large batch
-    /// costs little memory and no hand-offs between layers. Every network's pieces go to the
+    /// running every layer of one network on its own thread, in chunks that fit the thread's
+    /// two kept buffers ([`KEPT_BUFFER_VALUES`]), so a large batch costs little memory and no
+    /// hand-offs between layers. Every network's pieces go to the
     /// cores in one pass: one digit read at three sizes by three networks, on two cores, is six
     /// pieces of work spread over both at once, instead of three passes of two uneven pieces.
     pub fn logits_of_each(networks: &[Network], pixels: &[f32]) -> Vec<Vec<f32>> {
