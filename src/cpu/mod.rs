@@ -165,12 +165,13 @@ thread_local! {
     static LAYER_BUFFERS: Cell<[Vec<f32>; 2]> = Cell::default();
 }
 
-/// The values (1 MiB) of each of a thread's [`LAYER_BUFFERS`]: inference runs a batch in
-/// chunks of as many images as fit, rather than each layer over the whole batch. For a `cnn`
-/// that is ten images, whose activations stay in a core's second-level cache from one layer to
-/// the next; a batch of 1,000 through it took 164 MB and ran at half the speed in one piece
-/// per thread. The MLP's widest layer takes 655 images.
-const KEPT_BUFFER_VALUES: usize = 1 << 18;
+/// The values (1 MiB) of each of a thread's [`LAYER_BUFFERS`], or one image's widest layer
+/// where that is more: inference runs a batch in chunks of as many images as fit, rather than
+/// each layer over the whole batch. For a `cnn` that is ten images, whose activations stay in
+/// a core's second-level cache from one layer to the next; a batch of 1,000 through it took
+/// 164 MB and ran at half the speed in one piece per thread. The MLP's widest layer takes 655
+/// images.
+const BUFFER_VALUES: usize = 1 << 18;
 
 /// The first `len` values of `buffer`, which grows (with zeros) only when it is shorter: a
 /// step overwrites every value of its output, so reused values need no clearing.
@@ -495,7 +496,7 @@ impl Network {
     /// The logits of `pixels` (`[n, 784]`) by each of `networks`, in eval mode: batch norm's
     /// running statistics, no dropout. The batch is split over the cores once, each piece
     /// running every layer of one network on its own thread, in chunks that fit the thread's
-    /// two kept buffers ([`KEPT_BUFFER_VALUES`]), so a large batch costs little memory and no
+    /// two kept buffers ([`BUFFER_VALUES`]), so a large batch costs little memory and no
     /// hand-offs between layers. Every network's pieces go to the
     /// cores in one pass: one digit read at three sizes by three networks, on two cores, is six
     /// pieces of work spread over both at once, instead of three passes of two uneven pieces.
@@ -522,7 +523,7 @@ impl Network {
     /// `logits`: in chunks of as many images as the thread's two [`LAYER_BUFFERS`] hold at
     /// the widest layer, each layer writing into one buffer and reading the other.
     fn logits_here(&self, pixels: &[f32], logits: &mut [f32]) {
-        let chunk = (KEPT_BUFFER_VALUES / self.widest_layer(1)).max(1);
+        let chunk = (BUFFER_VALUES / self.values_per_image()).max(1);
         // Taken, not borrowed: while a layer waits for its parallel pieces, rayon may run
         // another network's call on this thread, which then starts with buffers of its own.
         let mut buffers = LAYER_BUFFERS.take();
@@ -532,32 +533,22 @@ impl Network {
         {
             self.chunk_logits(pixels, logits, &mut buffers);
         }
-        if buffers
-            .iter()
-            .all(|buffer| buffer.len() <= KEPT_BUFFER_VALUES)
-        {
-            LAYER_BUFFERS.set(buffers);
-        }
+        LAYER_BUFFERS.set(buffers);
     }
 
     /// [`Network::logits_here`] for one chunk of images.
     fn chunk_logits(&self, pixels: &[f32], logits: &mut [f32], buffers: &mut [Vec<f32>; 2]) {
         let images = pixels.len() / IMAGE_PIXELS;
         let [current, next] = buffers;
-        let normalized = self.normalization.is_some();
-        if normalized {
+        let mut from_pixels = self.normalization.is_none();
+        if !from_pixels {
             self.normalize(pixels, grown_to(current, pixels.len()));
         }
         let mut len = pixels.len();
         let mut steps = &self.steps[..];
-        let mut first = true;
         while let [step, rest @ ..] = steps {
-            let input = if first && !normalized {
-                pixels
-            } else {
-                &current[..len]
-            };
-            first = false;
+            let input = if from_pixels { pixels } else { &current[..len] };
+            from_pixels = false;
             len = step.out_len(input.len(), images);
             let out = grown_to(next, len);
             steps = match (step, rest) {
@@ -581,15 +572,18 @@ impl Network {
         logits.copy_from_slice(&current[..len]);
     }
 
-    /// The longest buffer a layer of the network fills for `images` images (its input
-    /// included).
-    fn widest_layer(&self, images: usize) -> usize {
-        let pixels = images * IMAGE_PIXELS;
-        let outputs = self.steps.iter().scan(pixels, |len, step| {
-            *len = step.out_len(*len, images);
+    /// The most values [`Network::chunk_logits`] writes into one buffer per image: the widest
+    /// layer's output, or the normalized pixels (the raw ones are read where they are).
+    fn values_per_image(&self) -> usize {
+        let input = match self.normalization {
+            Some(_) => IMAGE_PIXELS,
+            None => 0,
+        };
+        let outputs = self.steps.iter().scan(IMAGE_PIXELS, |len, step| {
+            *len = step.out_len(*len, 1);
             Some(*len)
         });
-        outputs.fold(pixels, usize::max)
+        outputs.fold(input, usize::max)
     }
 
     /// The logits of `pixels` in training mode, keeping what the backward pass needs.
@@ -1019,6 +1013,7 @@ mod tests {
             ModelKind::Mlp.config(),
             ModelKind::Lenet5.config(),
             ModelKind::Cnn.config(),
+            normalized_cnn(),
             layers,
         ] {
             // Two steps first, so that batch norm's running statistics are not their defaults.
@@ -1033,6 +1028,16 @@ mod tests {
                 config.describe()
             );
         }
+    }
+
+    /// The built-in `cnn` with MNIST's normalization in front, which it does not have.
+    fn normalized_cnn() -> ModelConfig {
+        let mut config = ModelKind::Cnn.config();
+        *config.normalization_mut() = Some(Normalization {
+            mean: 0.1307,
+            std: 0.3081,
+        });
+        config
     }
 
     #[test]
@@ -1069,26 +1074,33 @@ mod tests {
     }
 
     #[test]
-    fn an_images_logits_do_not_depend_on_what_the_threads_buffers_held() {
-        // More images than a thread's buffers hold for the `cnn` (chunks of ten).
+    fn an_images_logits_do_not_depend_on_its_batch_or_on_what_the_buffers_held() {
+        // Run here, on the test's thread, so that the batch is one piece whatever the number
+        // of cores: 70 images are seven of the `cnn`'s chunks, and as many rows as take the
+        // MLP's hidden layers through the GEMM, where one image takes the nonzero sums.
         let pixels = Dataset::lite(Split::Test)
-            .truncated(25)
-            .batches(25, None)
+            .truncated(70)
+            .batches(70, None)
             .next()
             .unwrap()
             .pixels;
         let layers = ModelConfig::Layers(LayersConfig::parse(EVERY_KIND).unwrap());
-        for config in [ModelKind::Mlp.config(), ModelKind::Cnn.config(), layers] {
-            let network = Network::new(&config.plan().unwrap(), config.initial_weights(2));
-            let networks = [network.unwrap()];
-            let batch = Network::logits_of_each(&networks, &pixels).remove(0);
-            // One image at a time, each after a larger call left longer buffers behind.
-            let alone: Vec<f32> = pixels
+        for config in [ModelKind::Mlp.config(), normalized_cnn(), layers] {
+            let plan = config.plan().unwrap();
+            let network = Network::new(&plan, config.initial_weights(2)).unwrap();
+            let logits_bits = |pixels: &[f32]| {
+                let mut logits = vec![f32::NAN; pixels.len() / IMAGE_PIXELS * NUM_CLASSES];
+                network.logits_here(pixels, &mut logits);
+                logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let batch = logits_bits(&pixels);
+            // One image at a time, each after calls that left longer buffers behind.
+            let alone: Vec<u32> = pixels
                 .chunks_exact(IMAGE_PIXELS)
-                .flat_map(|image| Network::logits_of_each(&networks, image).remove(0))
+                .flat_map(logits_bits)
                 .collect();
-            let bits = |logits: &[f32]| logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&alone), bits(&batch), "{}", config.describe());
+            assert_eq!(alone, batch, "{}", config.describe());
+            assert_eq!(logits_bits(&pixels), batch, "{}", config.describe());
         }
     }
 
