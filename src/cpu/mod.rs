@@ -1030,6 +1030,11 @@ mod tests {
         }
     }
 
+    /// Each value's bits, so that two runs compare exactly (NaN included).
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
     /// The built-in `cnn` with MNIST's normalization in front, which it does not have.
     fn normalized_cnn() -> ModelConfig {
         let mut config = ModelKind::Cnn.config();
@@ -1091,7 +1096,7 @@ mod tests {
             let logits_bits = |pixels: &[f32]| {
                 let mut logits = vec![f32::NAN; pixels.len() / IMAGE_PIXELS * NUM_CLASSES];
                 network.logits_here(pixels, &mut logits);
-                logits.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                bits(&logits)
             };
             let batch = logits_bits(&pixels);
             // One image at a time, each after calls that left longer buffers behind.
@@ -1173,7 +1178,6 @@ mod tests {
                 ..
             } = &mut network;
             let backward = chain::backward(cores, &links, params, outputs, &d_logits, deltas);
-            let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             let outputs: Vec<Vec<u32>> = network.outputs.iter().map(|o| bits(o)).collect();
             let gradients: Vec<Vec<u32>> = network.params.iter().map(|p| bits(&p.grad)).collect();
             ((outputs, gradients), [forward, backward])
